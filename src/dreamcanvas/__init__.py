@@ -1,0 +1,27 @@
+"""dreamcanvas: draw pictures from text with neural networks, on an ordinary CPU.
+
+The pipeline, one module each::
+
+    prompts  ->  perceptor (CLIP models, cutouts, augmentations, losses)  ->  generator  ->  engine  ->  outputs
+
+The Python API mirrors the CLI::
+
+    from dreamcanvas import GenerateSettings, generate
+    result = generate(GenerateSettings(prompts=["a lighthouse in a storm"], generator="fourier"))
+"""
+
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.settings import GenerateSettings
+
+__version__ = "0.1.0"
+
+__all__ = ["DreamcanvasError", "GenerateSettings", "__version__", "generate", "resume"]
+
+
+def __getattr__(name: str):
+    # The engine imports torch and open_clip; keep `import dreamcanvas` (and `--help`) fast.
+    if name in ("generate", "resume"):
+        from dreamcanvas import engine
+
+        return getattr(engine, name)
+    raise AttributeError(name)

@@ -1,0 +1,3 @@
+from dreamcanvas.cli import main
+
+main()

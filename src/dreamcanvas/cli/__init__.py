@@ -1,0 +1,58 @@
+"""The ``dreamcanvas`` command: a thin layer over the Python API.
+
+Each sub-command lives in its own module and registers itself on :data:`app`. Errors the user can fix
+(:class:`~dreamcanvas.errors.DreamcanvasError`, bad flags) are printed as one line on stderr with a non-zero
+exit code and no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from dreamcanvas.errors import DreamcanvasError
+
+app = typer.Typer(
+    name="dreamcanvas",
+    help="Draw pictures from text with neural networks, on an ordinary CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and download model weights.", no_args_is_help=True)
+train_app = typer.Typer(help="Train your own models on a folder of images.", no_args_is_help=True)
+data_app = typer.Typer(help="Build training corpora.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
+
+
+def fail(message: str, exit_code: int = 2) -> None:
+    """Print one line on stderr and exit: the one way the CLI reports a user error."""
+    print(f"dreamcanvas: error: {message}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``dreamcanvas`` script (and of the tests, with ``argv``)."""
+    _register_commands()
+    try:
+        app(args=argv, prog_name="dreamcanvas", standalone_mode=False)
+    except DreamcanvasError as error:
+        fail(str(error), error.exit_code)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except click.exceptions.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except click.ClickException as error:  # bad flags, missing arguments: click's message, on one line
+        fail(" ".join(error.format_message().split()), error.exit_code)
+
+
+def _register_commands() -> None:
+    # Imported for their side effect of adding commands to `app`; importing here keeps `--help` cheap.
+    from dreamcanvas.cli import generate, models  # noqa: F401
+
+
+__all__ = ["app", "data_app", "fail", "main", "models_app", "train_app"]
