@@ -50,9 +50,15 @@ def main(argv: list[str] | None = None) -> None:
         fail(" ".join(error.format_message().split()), error.exit_code)
 
 
+COMMAND_MODULES = ["generate", "models"]
+"""Modules of :mod:`dreamcanvas.cli` that add commands to :data:`app` when imported."""
+
+
 def _register_commands() -> None:
-    # Imported for their side effect of adding commands to `app`; importing here keeps `--help` cheap.
-    from dreamcanvas.cli import generate, models  # noqa: F401
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"dreamcanvas.cli.{name}")
 
 
 __all__ = ["app", "data_app", "fail", "main", "models_app", "train_app"]

@@ -1,0 +1,96 @@
+"""CLIP models as frozen perceptors, loaded through open_clip.
+
+A model is named the way open_clip names it: ``ARCH:TAG`` (``ViT-B-32:openai``), ``hf-hub:ORG/REPO`` or
+``local-dir:PATH``. :mod:`dreamcanvas.weights` finds (and, if allowed, downloads and verifies) the files;
+this module only builds the network and wraps it with its own input size and normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from dreamcanvas import weights
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+class ClipPerceptor(nn.Module):
+    """A frozen CLIP model that embeds text and ``[0, 1]`` pictures into the same unit sphere."""
+
+    def __init__(self, spec: str, model: nn.Module, tokenizer: Any, mean: tuple, std: tuple) -> None:
+        super().__init__()
+        self.spec = spec
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        size = model.visual.image_size
+        self.image_size: int = size[0] if isinstance(size, tuple | list) else int(size)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm text embeddings, ``(len(texts), dim)``."""
+        tokens = self.tokenizer(texts)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of ``(n, 3, s, s)`` pictures in ``[0, 1]``; differentiable w.r.t. ``images``.
+
+        Pictures of another size are resized (bicubic, antialiased) to the model's input size.
+        """
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size,) * 2, mode="bicubic", antialias=True)
+        return F.normalize(self.model.encode_image((images - self.mean) / self.std).float(), dim=-1)
+
+
+def load_perceptor(spec: str, *, allow_download: bool = True) -> ClipPerceptor:
+    """Load a CLIP model by its open_clip name; raises a clear error if its weights are not available."""
+    resolved = weights.resolve_clip(spec, allow_download=allow_download)
+    model = open_clip.create_model(
+        resolved.model_name,
+        pretrained=str(resolved.checkpoint) if resolved.checkpoint else None,
+        force_quick_gelu=resolved.quick_gelu,
+        force_preprocess_cfg=resolved.preprocess or None,
+        require_pretrained=True,
+    )
+    preprocess = model.visual.preprocess_cfg
+    tokenizer = open_clip.get_tokenizer(resolved.model_name)
+    return ClipPerceptor(spec, model, tokenizer, tuple(preprocess["mean"]), tuple(preprocess["std"]))
+
+
+def random_perceptor(arch: str) -> ClipPerceptor:
+    """An open_clip architecture with random weights: same compute as the real one, for benchmarks."""
+    model = open_clip.create_model(arch, pretrained=None)
+    preprocess = model.visual.preprocess_cfg
+    return ClipPerceptor(arch, model, open_clip.get_tokenizer(arch), tuple(preprocess["mean"]), tuple(preprocess["std"]))
+
+
+def save_local_dir(
+    model: nn.Module, model_cfg: dict[str, Any], path: str | Path, preprocess_cfg: dict[str, Any] | None = None
+) -> Path:
+    """Save a model in open_clip's ``local-dir`` layout, loadable with ``--clip local-dir:PATH``.
+
+    The layout is the one ``open_clip.push_to_hf_hub`` writes: ``open_clip_config.json`` holding
+    ``model_cfg`` and ``preprocess_cfg``, and the weights as ``open_clip_model.safetensors``.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if preprocess_cfg is None:
+        preprocess_cfg = {
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+        }
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (path / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_NAME))
+    return path
