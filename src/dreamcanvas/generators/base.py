@@ -47,7 +47,7 @@ class Generator(nn.Module, ABC):
     def from_image(self, image: torch.Tensor) -> None:
         """Set the parameters so that ``forward()`` reproduces ``image`` (``(1, 3, H, W)`` in ``[0, 1]``)."""
 
-    def constrain_(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+    def constrain_(self) -> None:
         """Project parameters back into their valid set after an optimiser step."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -1,0 +1,200 @@
+"""``dreamcanvas generate`` and ``dreamcanvas resume``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from click.core import ParameterSource
+
+from dreamcanvas.cli import app
+from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
+
+if TYPE_CHECKING:
+    from dreamcanvas.engine import RunResult, StepCallback
+
+PROMPTS = "Prompts"
+PERCEPTOR = "Perceptor (CLIP)"
+GENERATOR = "Generator"
+LOOP = "Optimisation"
+OUTPUT = "Output"
+
+# CLI option -> settings field, for options whose names differ or that need converting.
+_RENAMED = {"prompt_option": "prompts", "image_prompt": "image_prompts", "target_image": "target_images", "clip": "clip_models"}
+
+
+def _split_augs(value: str) -> list[str]:
+    return [] if value.strip().lower() == "none" else [name.strip() for name in value.split(",") if name.strip()]
+
+
+@app.command(no_args_is_help=True)
+def generate(
+    ctx: typer.Context,
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to draw: 'text[:weight[:stop]] | other text:-1'.", show_default=False)
+    ] = None,
+    prompt_option: Annotated[
+        list[str] | None,
+        typer.Option("--prompt", "-p", help="Another text prompt (repeatable), same syntax.", rich_help_panel=PROMPTS),
+    ] = None,
+    image_prompt: Annotated[
+        list[str] | None,
+        typer.Option(help="PATH[:weight[:stop]]: a picture as a prompt (repeatable).", rich_help_panel=PROMPTS),
+    ] = None,
+    target_image: Annotated[
+        list[str] | None,
+        typer.Option(help="PATH[:weight]: a target picture (as the notebook's target_images; repeatable).",
+                     rich_help_panel=PROMPTS),
+    ] = None,
+    init_image: Annotated[
+        str | None, typer.Option(help="Start from this picture instead of noise.", rich_help_panel=PROMPTS)
+    ] = None,
+    init_weight: Annotated[
+        float, typer.Option(help="Keep the picture close to --init-image (MSE weight).", rich_help_panel=PROMPTS)
+    ] = 0.0,
+    clip: Annotated[
+        list[str] | None,
+        typer.Option(help=f"CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH; repeat to ensemble. "
+                     f"[default: {DEFAULT_CLIP}]", rich_help_panel=PERCEPTOR, show_default=False),
+    ] = None,
+    cutn: Annotated[int, typer.Option(help="Random cutouts per step and model.", rich_help_panel=PERCEPTOR)] = 32,
+    cut_pow: Annotated[
+        float, typer.Option(help="Cutout size power: >1 favours small cutouts, <1 large.", rich_help_panel=PERCEPTOR)
+    ] = 1.0,
+    augs: Annotated[
+        str, typer.Option(help="Comma-separated augmentations: flip, affine, perspective, jitter, sharpness, "
+                          "erasing, noise; or 'none'.", rich_help_panel=PERCEPTOR)
+    ] = ",".join(DEFAULT_AUGS),
+    tv_weight: Annotated[
+        float, typer.Option(help="Total-variation smoothness weight.", rich_help_panel=PERCEPTOR)
+    ] = 0.0,
+    generator: Annotated[
+        str, typer.Option("--generator", "-g", help="pixel, fourier (more come with their models).",
+                          rich_help_panel=GENERATOR)
+    ] = "fourier",
+    size: Annotated[
+        tuple[int, int], typer.Option(help="Width and height in pixels.", rich_help_panel=GENERATOR)
+    ] = (256, 256),
+    fourier_decay: Annotated[
+        float, typer.Option(help="Fourier generator: spectrum fall-off; larger = smoother.", rich_help_panel=GENERATOR)
+    ] = 1.5,
+    fourier_colors: Annotated[
+        float, typer.Option(help="Fourier generator: colour saturation.", rich_help_panel=GENERATOR)
+    ] = 1.5,
+    vqgan_model: Annotated[
+        str, typer.Option(help="VQGAN generator: a registered model name or local:PATH.", rich_help_panel=GENERATOR)
+    ] = "vqgan_imagenet_f16_16384",
+    iterations: Annotated[
+        int, typer.Option("--iterations", "-i", help="Optimisation steps; -1 runs until Ctrl-C.", rich_help_panel=LOOP)
+    ] = 300,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate [default: the generator's own].", rich_help_panel=LOOP,
+                                   show_default=False)
+    ] = None,
+    optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.", rich_help_panel=LOOP)] = "adam",
+    seed: Annotated[
+        int, typer.Option(help="Random seed; -1 picks one (printed and stored in the PNG).", rich_help_panel=LOOP)
+    ] = -1,
+    save_every: Annotated[
+        int, typer.Option(help="Save a frame (and a resumable checkpoint) every N steps.", rich_help_panel=OUTPUT)
+    ] = 50,
+    video: Annotated[bool, typer.Option("--video", help="Write an MP4 of the frames.", rich_help_panel=OUTPUT)] = False,
+    gif: Annotated[bool, typer.Option("--gif", help="Write a GIF of the frames.", rich_help_panel=OUTPUT)] = False,
+    fps: Annotated[int, typer.Option(help="Frames per second of the video/GIF.", rich_help_panel=OUTPUT)] = 12,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (must not exist) [default: outputs/<date>-<prompt>].",
+                                  rich_help_panel=OUTPUT, show_default=False)
+    ] = None,
+    from_png: Annotated[
+        Path | None, typer.Option("--from", help="Re-make a picture from the settings stored in its PNG; other "
+                                  "flags given override them.", rich_help_panel=OUTPUT, show_default=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+) -> None:
+    """Draw a picture by optimising a generator until CLIP says it matches the prompt."""
+    values: dict[str, Any] = dict(ctx.params)
+    for name in ("out", "from_png", "quiet", "prompt", "size"):
+        values.pop(name)
+    values["prompt_option"] = ([prompt] if prompt else []) + list(prompt_option or [])
+    values["augs"] = _split_augs(augs)
+    values["width"], values["height"] = size
+    values = {_RENAMED.get(name, name): value for name, value in values.items()}
+    if clip is None:
+        values.pop("clip_models")
+    for name in ("image_prompts", "target_images"):
+        values[name] = list(values[name] or [])
+
+    if from_png is not None:
+        settings = _settings_from_png(ctx, from_png, values)
+    else:
+        settings = GenerateSettings(**values)
+    _run_generate(settings, out, quiet)
+
+
+def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -> GenerateSettings:
+    """Stored settings, overridden by the flags the user typed (not by defaults)."""
+    from dreamcanvas.outputs.png import read_metadata
+
+    stored = GenerateSettings.from_dict(read_metadata(path)["settings"])
+    typed = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    option_of = {value: key for key, value in _RENAMED.items()}
+    option_of.update(width="size", height="size")
+    overrides = {name: value for name, value in values.items() if option_of.get(name, name) in typed}
+    if "prompt" in typed:
+        overrides["prompts"] = values["prompts"]
+    return stored.replace(**overrides)
+
+
+def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool) -> None:
+    from dreamcanvas import engine
+
+    settings = engine.resolve_seed(settings)
+    engine.check_settings(settings)
+    if not quiet:
+        print(f"seed: {settings.seed}", file=sys.stderr)
+    result = _with_progress(quiet, settings.iterations, 0, lambda on_step: engine.generate(settings, out, on_step=on_step))
+    _report(result, quiet)
+
+
+@app.command(no_args_is_help=True)
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder of a stopped run.", show_default=False)],
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", "-i", help="New total number of steps [default: the run's own].",
+                                 show_default=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+) -> None:
+    """Continue a run stopped by Ctrl-C or a crash, from its last checkpoint."""
+    from dreamcanvas import engine
+    from dreamcanvas.outputs import rundir
+
+    stored = rundir.read_run_json(run_dir)
+    total = iterations if iterations is not None else stored["settings"]["iterations"]
+    result = _with_progress(
+        quiet, total, stored["step"], lambda on_step: engine.resume(run_dir, iterations, on_step=on_step)
+    )
+    _report(result, quiet)
+
+
+def _with_progress(
+    quiet: bool, total: int, done: int, run: Callable[[StepCallback | None], RunResult]
+) -> RunResult:
+    if quiet:
+        return run(None)
+    from dreamcanvas.progress import LoopProgress
+
+    with LoopProgress("drawing", total if total > 0 else None, done) as progress:
+        return run(progress)
+
+
+def _report(result: RunResult, quiet: bool) -> None:
+    """Where the picture is (stdout, for scripts); a stopped finite run exits 130 with the resume command."""
+    if not result.completed:
+        print(f"stopped at step {result.step}; continue with: dreamcanvas resume {result.run_dir}", file=sys.stderr)
+    print(result.image_path)
+    if not result.completed and result.settings.iterations > 0:
+        raise SystemExit(130)

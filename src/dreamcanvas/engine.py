@@ -1,0 +1,300 @@
+"""The optimisation loop: settings in, a run folder out.
+
+``generate(settings)`` builds a :class:`Job` (perceptors, prompts, generator, optimiser), creates the run
+folder and optimises the generator's parameters until CLIP says the picture matches. ``resume(run_dir)``
+rebuilds the same job from ``run.json``, restores ``state.pt`` and carries on.
+
+Determinism is by construction: one seed feeds torch's global RNG right before the generator is built;
+every later random draw (cutouts, augmentations) comes from that RNG, whose state is saved with every
+checkpoint. So a run stopped at step k and resumed to n is the same, byte for byte, as a run straight to n.
+"""
+
+from __future__ import annotations
+
+import platform
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamcanvas import __version__
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.generators import Generator, create_generator, generator_class
+from dreamcanvas.outputs import png, rundir, video
+from dreamcanvas.perceptor.augment import build_augmentations
+from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
+from dreamcanvas.perceptor.guide import ClipGuide
+from dreamcanvas.perceptor.losses import init_anchor, total_variation
+from dreamcanvas.prompts import parse_image_prompt, parse_prompts
+from dreamcanvas.settings import GenerateSettings
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+}
+
+StepCallback = Callable[["StepReport"], None]
+
+
+@dataclass
+class StepReport:
+    """What the loop tells its observer (progress bar, tests) after every step."""
+
+    step: int
+    total: int | None
+    loss: float
+
+
+@dataclass
+class Job:
+    """Everything one run needs, built from its settings before anything is written to disk."""
+
+    settings: GenerateSettings
+    guide: ClipGuide
+    generator: Generator
+    optimizer: torch.optim.Optimizer
+    init_image: torch.Tensor | None = None
+
+    def loss(self, image: torch.Tensor) -> torch.Tensor:
+        loss = self.guide(image)
+        if self.settings.tv_weight:
+            loss = loss + self.settings.tv_weight * total_variation(image)
+        if self.init_image is not None and self.settings.init_weight:
+            loss = loss + self.settings.init_weight * init_anchor(image, self.init_image)
+        return loss
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds besides the generator and optimiser: the step reached, its losses, the RNG."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    image_path: Path
+    step: int
+    completed: bool
+    """False when the run was stopped (Ctrl-C) before its last step; ``dreamcanvas resume`` continues it."""
+    losses: list[float]
+    settings: GenerateSettings
+    """The settings the run used, with its concrete seed."""
+
+
+# --- building a job ----------------------------------------------------------------------------------
+
+
+def resolve_seed(settings: GenerateSettings) -> GenerateSettings:
+    """Replace seed -1 by a concrete random seed, so the run can be stored and made again."""
+    if settings.seed == -1:
+        return settings.replace(seed=secrets.randbelow(2**31))
+    return settings
+
+
+def check_settings(settings: GenerateSettings) -> None:
+    """Everything that can be checked without loading a model: fail before the slow part and before writing."""
+    settings.validate()
+    parse_prompts(settings.prompts)
+    for spec in settings.image_prompts + settings.target_images:
+        parse_image_prompt(spec)
+    generator_class(settings.generator)
+    build_augmentations(settings.augs)
+    if settings.optimizer not in OPTIMIZERS:
+        raise DreamcanvasError(f"unknown optimizer {settings.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    size = (settings.width, settings.height)
+    for spec in settings.image_prompts + settings.target_images:
+        png.load_image(parse_image_prompt(spec).text, size)
+    if settings.init_image is not None:
+        png.load_image(settings.init_image, size)
+
+
+def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None = None) -> Job:
+    """Load models, embed prompts, initialise the generator. Needs a concrete seed (see :func:`resolve_seed`).
+
+    ``perceptors`` lets a caller reuse already loaded CLIP models (tests, benchmarks, the web UI).
+    """
+    check_settings(settings)
+    if settings.seed < 0:
+        raise ValueError("build_job needs a concrete seed; call resolve_seed first")
+    if perceptors is None:
+        perceptors = [load_perceptor(spec) for spec in settings.clip_models]
+    size = (settings.width, settings.height)
+
+    # Model loading may draw random numbers (open_clip initialises before loading): seed after it.
+    torch.manual_seed(settings.seed)
+    generator = create_generator(settings)
+    init_image = None
+    if settings.init_image is not None:
+        init_image = png.load_image(settings.init_image, size)
+        generator.from_image(init_image)
+
+    guide = ClipGuide(perceptors, settings.cutn, settings.cut_pow, settings.augs)
+    for part in parse_prompts(settings.prompts):
+        guide.add_text(part)
+    for spec in settings.image_prompts + settings.target_images:
+        part = parse_image_prompt(spec)
+        guide.add_image(png.load_image(part.text, size), part)
+
+    lr = settings.lr if settings.lr is not None else generator.default_lr
+    optimizer = OPTIMIZERS[settings.optimizer](generator.trainable_parameters(), lr)
+    return Job(settings, guide, generator, optimizer, init_image)
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+
+
+def _metadata(settings: GenerateSettings, step: int) -> dict[str, Any]:
+    return {"version": __version__, "step": step, "settings": settings.to_dict()}
+
+
+def _save_checkpoint(job: Job, run_dir: Path, state: RunState) -> None:
+    checkpoint = {
+        "step": state.step,
+        "losses": state.losses,
+        "rng_state": state.rng_state,
+        "generator": job.generator.state_dict(),
+        "optimizer": job.optimizer.state_dict(),
+    }
+    tmp = run_dir / (rundir.STATE_NAME + ".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(run_dir / rundir.STATE_NAME)
+    _write_run_json(job.settings, run_dir, state)
+
+
+def _load_checkpoint(job: Job, run_dir: Path) -> RunState:
+    path = run_dir / rundir.STATE_NAME
+    if not path.is_file():
+        raise DreamcanvasError(f"{run_dir} has no {rundir.STATE_NAME} to resume from")
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+        job.generator.load_state_dict(checkpoint["generator"])
+        job.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, KeyError, EOFError) as error:
+        raise DreamcanvasError(f"cannot resume: {path} is damaged ({error})") from None
+    return RunState(checkpoint["step"], list(checkpoint["losses"]), checkpoint["rng_state"])
+
+
+def _write_run_json(settings: GenerateSettings, run_dir: Path, state: RunState) -> None:
+    rundir.write_json(
+        run_dir / rundir.RUN_JSON,
+        {
+            **_metadata(settings, state.step),
+            "losses": state.losses,
+            "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()},
+        },
+    )
+
+
+def _save_frame(job: Job, run_dir: Path, image: torch.Tensor, step: int) -> None:
+    png.save_png(image, rundir.frame_path(run_dir, step), _metadata(job.settings, step))
+
+
+def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | None = None) -> bool:
+    """Run steps ``state.step + 1 ...`` up to ``settings.iterations``; True if it got to the end.
+
+    Ctrl-C and crashes leave a checkpoint of the last completed step. The frame of step k is the picture
+    after k updates; it is taken from the forward pass of step k + 1, so frames cost no extra decoding.
+    """
+    settings = job.settings
+    total = settings.iterations if settings.iterations > 0 else None
+    torch.set_rng_state(state.rng_state)
+    step = state.step
+    try:
+        while total is None or step < total:
+            image = job.generator()
+            if step > 0 and step % settings.save_every == 0 and not rundir.frame_path(run_dir, step).exists():
+                _save_frame(job, run_dir, image, step)
+                _save_checkpoint(job, run_dir, state)
+            loss = job.loss(image)
+            job.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            job.optimizer.step()
+            job.generator.constrain_()
+            step += 1
+            state.step, state.rng_state = step, torch.get_rng_state()
+            state.losses.append(loss.item())
+            if on_step is not None:
+                on_step(StepReport(step, total, state.losses[-1]))
+    except KeyboardInterrupt:
+        _save_checkpoint(job, run_dir, state)
+        return False
+    except BaseException:
+        _save_checkpoint(job, run_dir, state)
+        raise
+    _save_checkpoint(job, run_dir, state)
+    return True
+
+
+def finish(job: Job, run_dir: Path, state: RunState) -> Path:
+    """Final picture (and frame), then the videos of all frames."""
+    settings = job.settings
+    with torch.no_grad():
+        image = job.generator()
+    if state.step > 0 and not rundir.frame_path(run_dir, state.step).exists():
+        _save_frame(job, run_dir, image, state.step)
+    final = png.save_png(image, run_dir / rundir.FINAL_NAME, _metadata(settings, state.step))
+    frames = rundir.list_frames(run_dir)
+    if settings.video and frames:
+        video.write_mp4(frames, run_dir / rundir.VIDEO_NAME, settings.fps)
+    if settings.gif and frames:
+        video.write_gif(frames, run_dir / rundir.GIF_NAME, settings.fps)
+    return final
+
+
+# --- the public API ----------------------------------------------------------------------------------
+
+
+def generate(
+    settings: GenerateSettings,
+    out: str | Path | None = None,
+    *,
+    outputs_root: str | Path = "outputs",
+    on_step: StepCallback | None = None,
+    perceptors: list[ClipPerceptor] | None = None,
+) -> RunResult:
+    """Draw a picture. ``out`` must not exist; by default a new ``outputs/<date>-<slug>`` is made."""
+    settings = resolve_seed(settings)
+    check_settings(settings)
+    if out is not None:
+        rundir.check_new_run_dir(Path(out))
+    job = build_job(settings, perceptors)
+    label = (settings.prompts or settings.image_prompts or settings.target_images)[0]
+    run_dir = Path(out) if out is not None else rundir.default_run_dir(Path(outputs_root), label)
+    rundir.create_run_dir(run_dir)
+    state = RunState(rng_state=torch.get_rng_state())
+    _write_run_json(settings, run_dir, state)
+    return _run(job, run_dir, state, on_step)
+
+
+def resume(
+    run_dir: str | Path,
+    iterations: int | None = None,
+    *,
+    on_step: StepCallback | None = None,
+    perceptors: list[ClipPerceptor] | None = None,
+) -> RunResult:
+    """Continue a stopped run in its own folder; ``iterations`` can extend it past its original length."""
+    run_dir = Path(run_dir)
+    stored = rundir.read_run_json(run_dir)
+    settings = GenerateSettings.from_dict(stored["settings"])
+    if iterations is not None:
+        settings = settings.replace(iterations=iterations)
+    job = build_job(settings, perceptors)
+    state = _load_checkpoint(job, run_dir)
+    if settings.iterations > 0 and state.step > settings.iterations:
+        raise DreamcanvasError(f"the run is already at step {state.step}, past --iterations {settings.iterations}")
+    return _run(job, run_dir, state, on_step)
+
+
+def _run(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | None) -> RunResult:
+    completed = optimise(job, run_dir, state, on_step)
+    final = finish(job, run_dir, state)
+    return RunResult(run_dir, final, state.step, completed, state.losses, job.settings)
