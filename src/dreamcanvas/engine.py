@@ -26,7 +26,7 @@ from dreamcanvas.generators import Generator, create_generator, generator_class
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
-from dreamcanvas.perceptor.guide import ClipGuide
+from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
 from dreamcanvas.prompts import parse_image_prompt, parse_prompts
 from dreamcanvas.settings import GenerateSettings
@@ -107,6 +107,7 @@ def check_settings(settings: GenerateSettings) -> None:
         parse_image_prompt(spec)
     generator_class(settings.generator)
     build_augmentations(settings.augs)
+    resolve_precision(settings.precision)
     if settings.optimizer not in OPTIMIZERS:
         raise DreamcanvasError(f"unknown optimizer {settings.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
     size = (settings.width, settings.height)
@@ -136,7 +137,7 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
         init_image = png.load_image(settings.init_image, size)
         generator.from_image(init_image)
 
-    guide = ClipGuide(perceptors, settings.cutn, settings.cut_pow, settings.augs)
+    guide = ClipGuide(perceptors, settings.cutn, settings.cut_pow, settings.augs, settings.precision)
     for part in parse_prompts(settings.prompts):
         guide.add_text(part)
     for spec in settings.image_prompts + settings.target_images:
@@ -233,12 +234,16 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
     return True
 
 
-def finish(job: Job, run_dir: Path, state: RunState) -> Path:
-    """Final picture (and frame), then the videos of all frames."""
+def finish(job: Job, run_dir: Path, state: RunState, completed: bool) -> Path:
+    """Final picture, the last frame, then the videos of all frames.
+
+    A stopped run gets no off-schedule frame, so that once resumed its frames are those of a straight run.
+    """
     settings = job.settings
     with torch.no_grad():
         image = job.generator()
-    if state.step > 0 and not rundir.frame_path(run_dir, state.step).exists():
+    on_schedule = completed or state.step % settings.save_every == 0
+    if state.step > 0 and on_schedule and not rundir.frame_path(run_dir, state.step).exists():
         _save_frame(job, run_dir, image, state.step)
     final = png.save_png(image, run_dir / rundir.FINAL_NAME, _metadata(settings, state.step))
     frames = rundir.list_frames(run_dir)
@@ -296,5 +301,5 @@ def resume(
 
 def _run(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | None) -> RunResult:
     completed = optimise(job, run_dir, state, on_step)
-    final = finish(job, run_dir, state)
+    final = finish(job, run_dir, state, completed)
     return RunResult(run_dir, final, state.step, completed, state.losses, job.settings)

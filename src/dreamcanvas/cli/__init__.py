@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors its own copy of click, whose exceptions are not `click`'s
+    from typer._click import ClickException
+except ImportError:  # pragma: no cover - older typer
+    from click import ClickException
 
 from dreamcanvas.errors import DreamcanvasError
 
@@ -42,15 +46,15 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="dreamcanvas", standalone_mode=False)
     except DreamcanvasError as error:
         fail(str(error), error.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         fail("aborted", 130)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         raise SystemExit(done.exit_code) from None
-    except click.ClickException as error:  # bad flags, missing arguments: click's message, on one line
+    except ClickException as error:  # bad flags, missing arguments: click's message, on one line
         fail(" ".join(error.format_message().split()), error.exit_code)
 
 
-COMMAND_MODULES = ["generate", "models"]
+COMMAND_MODULES = ["generate", "models", "train_clip", "data", "score"]
 """Modules of :mod:`dreamcanvas.cli` that add commands to :data:`app` when imported."""
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from click.core import ParameterSource
 
 from dreamcanvas.cli import app
 from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
@@ -71,6 +70,10 @@ def generate(
     tv_weight: Annotated[
         float, typer.Option(help="Total-variation smoothness weight.", rich_help_panel=PERCEPTOR)
     ] = 0.0,
+    precision: Annotated[
+        str, typer.Option(help="CLIP image tower precision: auto (bf16 on CPUs with native bf16), bf16 or fp32.",
+                          rich_help_panel=PERCEPTOR)
+    ] = "auto",
     generator: Annotated[
         str, typer.Option("--generator", "-g", help="pixel, fourier (more come with their models).",
                           rich_help_panel=GENERATOR)
@@ -87,6 +90,10 @@ def generate(
     vqgan_model: Annotated[
         str, typer.Option(help="VQGAN generator: a registered model name or local:PATH.", rich_help_panel=GENERATOR)
     ] = "vqgan_imagenet_f16_16384",
+    init_noise: Annotated[
+        str, typer.Option(help="VQGAN start without --init-image: none (random codebook entries), pixels or "
+                          "gradient.", rich_help_panel=GENERATOR)
+    ] = "none",
     iterations: Annotated[
         int, typer.Option("--iterations", "-i", help="Optimisation steps; -1 runs until Ctrl-C.", rich_help_panel=LOOP)
     ] = 300,
@@ -139,7 +146,7 @@ def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -
     from dreamcanvas.outputs.png import read_metadata
 
     stored = GenerateSettings.from_dict(read_metadata(path)["settings"])
-    typed = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    typed = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), 'name', None) == 'COMMANDLINE'}
     option_of = {value: key for key, value in _RENAMED.items()}
     option_of.update(width="size", height="size")
     overrides = {name: value for name, value in values.items() if option_of.get(name, name) in typed}

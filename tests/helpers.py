@@ -1,0 +1,36 @@
+"""Small helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dreamcanvas.settings import GenerateSettings
+
+
+def tiny_settings(clip_spec: str, **changes) -> GenerateSettings:
+    """A run small enough for a CPU test: 32x32, 8 cutouts, 30 steps."""
+    base = GenerateSettings(
+        prompts=["a red apple"],
+        clip_models=[clip_spec],
+        generator="fourier",
+        width=32,
+        height=32,
+        cutn=8,
+        iterations=30,
+        save_every=10,
+        seed=7,
+    )
+    return base.replace(**changes)
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def write_picture(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (32, 32)) -> Path:
+    Image.new("RGB", size, color).save(path)
+    return path

@@ -1,0 +1,80 @@
+"""Cutouts, augmentations and losses: the pieces of the perceptor, one at a time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.perceptor.augment import AUGMENTATIONS, build_augmentations
+from dreamcanvas.perceptor.cutouts import cutout_boxes, make_cutouts
+from dreamcanvas.perceptor.losses import prompt_loss, spherical_distance, total_variation
+
+
+def test_cutouts_have_the_model_size_and_stay_inside_the_picture():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 50, 70)
+    assert make_cutouts(image, 32, cutn=16).shape == (16, 3, 32, 32)
+    for top, left, size in cutout_boxes(50, 70, 200, 1.0, min_size=8):
+        assert 8 <= size <= 50 and 0 <= top <= 50 - size and 0 <= left <= 70 - size
+
+
+def test_cut_pow_above_one_favours_small_cutouts():
+    torch.manual_seed(0)
+    mean_size = {p: sum(s for *_, s in cutout_boxes(256, 256, 400, p, min_size=32)) / 400 for p in (0.5, 1.0, 3.0)}
+    assert mean_size[3.0] < mean_size[1.0] < mean_size[0.5]
+
+
+def test_cutouts_are_differentiable():
+    image = torch.rand(1, 3, 40, 40, requires_grad=True)
+    make_cutouts(image, 16, cutn=4).sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_every_augmentation_is_differentiable_and_keeps_the_shape():
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 32, 32, requires_grad=True)
+    out = build_augmentations(list(AUGMENTATIONS))(images)
+    assert out.shape == images.shape
+    out.sum().backward()
+    assert images.grad is not None
+
+
+def test_no_augmentations_is_the_identity():
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.equal(build_augmentations([])(images), images)
+
+
+def test_unknown_augmentation_is_a_clear_error():
+    with pytest.raises(DreamcanvasError, match="unknown augmentation 'blurr'"):
+        build_augmentations(["flip", "blurr"])
+
+
+def test_spherical_distance_is_zero_for_equal_and_pi_squared_over_two_for_opposite():
+    x = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    assert torch.allclose(spherical_distance(x, x), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(spherical_distance(x, -x), torch.full((5,), math.pi**2 / 2), atol=5e-3)  # arcsin is steep at 1
+    # It is twice the squared half-angle: monotone in the angle between the vectors.
+    angles = torch.linspace(0.1, 3.0, 7)
+    a = torch.tensor([[1.0, 0.0]]).expand(7, 2)
+    b = torch.stack([angles.cos(), angles.sin()], dim=-1)
+    assert torch.allclose(spherical_distance(a, b), 2 * (angles / 2) ** 2, atol=1e-5)
+
+
+def test_prompt_loss_weight_sign_and_stop_floor():
+    image = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1).requires_grad_()
+    target = torch.nn.functional.normalize(torch.randn(1, 8), dim=-1)
+    plain = prompt_loss(image, target, 1.0, -math.inf)
+    assert torch.isclose(prompt_loss(image, target, -2.0, -math.inf), -2 * plain)
+
+    (grad,) = torch.autograd.grad(prompt_loss(image, target, 1.0, stop=5.0), image)
+    assert torch.count_nonzero(grad) == 0, "below the stop floor nothing should pull"
+    (grad,) = torch.autograd.grad(plain, image)
+    assert torch.count_nonzero(grad) > 0
+
+
+def test_total_variation_is_zero_for_flat_pictures():
+    assert total_variation(torch.full((1, 3, 8, 8), 0.3)) == 0
+    assert total_variation(torch.rand(1, 3, 8, 8)) > 0
