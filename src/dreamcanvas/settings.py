@@ -38,6 +38,8 @@ class GenerateSettings:
     cut_pow: float = 1.0
     augs: list[str] = field(default_factory=lambda: list(DEFAULT_AUGS))
     tv_weight: float = 0.0
+    precision: str = "auto"
+    """CLIP's image tower in ``bf16`` or ``fp32``; ``auto`` = bf16 where the CPU has native bf16 (AMX/AVX512-BF16)."""
 
     # generator ---------------------------------------------------------------------------------------
     generator: str = "fourier"
@@ -49,6 +51,8 @@ class GenerateSettings:
     """Colour saturation of the Fourier generator's decorrelated colour space."""
     vqgan_model: str = "vqgan_imagenet_f16_16384"
     """Weights of the VQGAN generator: a registered name or ``local:PATH`` (yaml + ckpt)."""
+    init_noise: str = "none"
+    """VQGAN start without an init image: ``none`` (random codebook rows), ``pixels`` or ``gradient`` (encoded)."""
 
     # optimisation ------------------------------------------------------------------------------------
     iterations: int = 300
