@@ -14,6 +14,8 @@ import torch
 
 # Never reach for the network, whatever a test does.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The test models are tiny: one thread is faster than two, and immune to another process owning the second core.
+torch.set_num_threads(1)
 
 TINY_CLIP_CFG = {
     "embed_dim": 32,

@@ -196,3 +196,56 @@ def test_init_weight_keeps_the_picture_near_the_init_image(tmp_path, tiny_clip_s
     anchored = generate(base.replace(init_weight=50.0), tmp_path / "anchored")
     reference = pixels(init).astype(float)
     assert np.abs(pixels(anchored.image_path) - reference).mean() < np.abs(pixels(free.image_path) - reference).mean()
+
+
+def test_story_switches_prompts_at_the_right_steps(tmp_path, tiny_clip_spec):
+    settings = tiny_settings(tiny_clip_spec, prompts=["a forest ^ a city at night ^ the sea", "oil painting"],
+                             iterations=9, story_every=3)
+    job = build_job(settings)
+    seen = []
+    for step in range(9):
+        job.guide.segment = job.story_segment(step)
+        seen.append(sorted(t.label for t in job.guide.active(job.guide.targets[0])))
+    assert seen[:3] == [["a forest", "oil painting"]] * 3
+    assert seen[3:6] == [["a city at night", "oil painting"]] * 3
+    assert seen[6:] == [["oil painting", "the sea"]] * 3
+
+
+def test_story_spreads_over_the_run_by_default(tiny_clip_spec):
+    job = build_job(tiny_settings(tiny_clip_spec, prompts=["a ^ b ^ c ^ d"], iterations=10))
+    assert [job.story_segment(step) for step in range(10)] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+
+
+def test_story_loss_follows_the_active_segment(tmp_path, tiny_clip_spec):
+    """Drawing the second half toward 'the sea' moves the picture from the forest toward the sea."""
+    settings = tiny_settings(tiny_clip_spec, prompts=["a forest ^ the sea"], generator="pixel", iterations=40)
+    result = generate(settings, tmp_path / "run")
+    perceptor = load_perceptor(tiny_clip_spec)
+    middle = png.load_image(rundir.frame_path(result.run_dir, 20))
+    final = png.load_image(result.image_path)
+    assert _similarity(perceptor, final, "the sea") > _similarity(perceptor, middle, "the sea")
+
+
+@pytest.mark.parametrize("generator", ["pixel", "fourier"])
+def test_zoom_run_writes_frames_that_fly_in_and_resumes_exactly(tmp_path, tiny_clip_spec, generator):
+    settings = tiny_settings(tiny_clip_spec, generator=generator, iterations=12, save_every=2, zoom=True,
+                             zoom_every=4, zoom_scale=1.25, zoom_rotate=5, video=True)
+    straight = generate(settings, tmp_path / "straight")
+    frames = rundir.list_frames(straight.run_dir)
+    assert len(frames) == 6 and video.count_frames(straight.run_dir / rundir.VIDEO_NAME) == 6
+
+    stopped = generate(settings, tmp_path / "stopped", on_step=StopAt(5, KeyboardInterrupt()))
+    assert stopped.step == 5
+    assert resume(tmp_path / "stopped").image_path.read_bytes() == straight.image_path.read_bytes()
+
+
+def test_move_picture_zooms_about_the_centre():
+    from dreamcanvas.motion import move_picture
+
+    image = torch.zeros(1, 1, 33, 33)
+    image[..., 12:21, 12:21] = 1.0  # a 9-pixel square in the middle
+    zoomed = move_picture(image, scale=2.0)
+    assert zoomed[0, 0, 16, 16] == 1 and zoomed.sum() > 2.5 * image.sum()
+    shifted = move_picture(image, shift_x=5)
+    assert torch.allclose(shifted[..., 12:21, 17:26], image[..., 12:21, 12:21])
+    assert torch.allclose(move_picture(image), image, atol=1e-6)

@@ -28,7 +28,8 @@ from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
 from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
-from dreamcanvas.prompts import parse_image_prompt, parse_prompts
+from dreamcanvas.motion import move_picture
+from dreamcanvas.prompts import parse_image_prompt, parse_story
 from dreamcanvas.settings import GenerateSettings
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -58,6 +59,23 @@ class Job:
     generator: Generator
     optimizer: torch.optim.Optimizer
     init_image: torch.Tensor | None = None
+    story_length: int = 1
+
+    def story_segment(self, step: int) -> int:
+        """The segment of a ``^`` story that step ``step`` (0-based) draws."""
+        settings, last = self.settings, self.story_length - 1
+        if settings.story_every > 0:
+            return min(step // settings.story_every, last)
+        return min(step * self.story_length // max(settings.iterations, 1), last)
+
+    @torch.no_grad()
+    def move_camera(self) -> None:
+        """One zoom-video move: the picture is transformed and drawing restarts from it with a fresh optimiser
+        state (the old moments belong to parameters that no longer mean the same picture)."""
+        s = self.settings
+        moved = move_picture(self.generator(), s.zoom_scale, s.zoom_shift_x, s.zoom_shift_y, s.zoom_rotate)
+        self.generator.from_image(moved.clamp(0, 1))
+        self.optimizer.state.clear()
 
     def loss(self, image: torch.Tensor) -> torch.Tensor:
         loss = self.guide(image)
@@ -102,7 +120,9 @@ def resolve_seed(settings: GenerateSettings) -> GenerateSettings:
 def check_settings(settings: GenerateSettings) -> None:
     """Everything that can be checked without loading a model: fail before the slow part and before writing."""
     settings.validate()
-    parse_prompts(settings.prompts)
+    story = parse_story(settings.prompts)
+    if len(story) > 1 and settings.iterations < 0 and settings.story_every == 0:
+        raise DreamcanvasError("a ^ story with --iterations -1 needs --story-every N")
     for spec in settings.image_prompts + settings.target_images:
         parse_image_prompt(spec)
     generator_class(settings.generator)
@@ -138,15 +158,17 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
         generator.from_image(init_image)
 
     guide = ClipGuide(perceptors, settings.cutn, settings.cut_pow, settings.augs, settings.precision)
-    for part in parse_prompts(settings.prompts):
-        guide.add_text(part)
+    story = parse_story(settings.prompts)
+    for segment, parts in enumerate(story):
+        for part in parts:
+            guide.add_text(part, segment if len(story) > 1 else None)
     for spec in settings.image_prompts + settings.target_images:
         part = parse_image_prompt(spec)
         guide.add_image(png.load_image(part.text, size), part)
 
     lr = settings.lr if settings.lr is not None else generator.default_lr
     optimizer = OPTIMIZERS[settings.optimizer](generator.trainable_parameters(), lr)
-    return Job(settings, guide, generator, optimizer, init_image)
+    return Job(settings, guide, generator, optimizer, init_image, len(story))
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -210,6 +232,7 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
     step = state.step
     try:
         while total is None or step < total:
+            job.guide.segment = job.story_segment(step)
             image = job.generator()
             if step > 0 and step % settings.save_every == 0 and not rundir.frame_path(run_dir, step).exists():
                 _save_frame(job, run_dir, image, step)
@@ -220,6 +243,8 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
             job.optimizer.step()
             job.generator.constrain_()
             step += 1
+            if settings.zoom and step % settings.zoom_every == 0 and step != total:
+                job.move_camera()
             state.step, state.rng_state = step, torch.get_rng_state()
             state.losses.append(loss.item())
             if on_step is not None:

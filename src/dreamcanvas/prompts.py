@@ -10,6 +10,9 @@ Colons belong to the text unless the trailing fields are numbers, so ``"apple:ab
 a silent prompt about "apple:abc" - write ``"apple\\:abc"`` to keep a literal colon (``"\\|"`` for a pipe,
 ``"\\\\"`` for a backslash before either).
 
+A prompt may tell a story: ``"a forest ^ a city at night ^ the sea"`` switches from one segment to the next
+during the run (see :func:`parse_story`).
+
 Parsing is pure: no files, no models. Image prompts use the same ``PATH[:weight[:stop]]`` form, except
 that a trailing field that is not a number stays part of the path (``C:\\pic.png``, ``http://...``).
 """
@@ -23,9 +26,10 @@ from dreamcanvas.errors import PromptSyntaxError
 
 PART_SEPARATOR = "|"
 FIELD_SEPARATOR = ":"
+STORY_SEPARATOR = "^"
 
 ESCAPE = "\\"
-_ESCAPABLE = {ESCAPE, PART_SEPARATOR, FIELD_SEPARATOR}
+_ESCAPABLE = {ESCAPE, PART_SEPARATOR, FIELD_SEPARATOR, STORY_SEPARATOR}
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,19 @@ def parse_prompt(prompt: str) -> list[PromptPart]:
 
 def parse_prompts(prompts: list[str]) -> list[PromptPart]:
     return [part for prompt in prompts for part in parse_prompt(prompt)]
+
+
+def split_story(prompt: str) -> list[str]:
+    """``"a forest ^ a city at night"`` -> the prompts of the story's segments, in order (``\\^`` is a literal ^)."""
+    return _split_unescaped(prompt, STORY_SEPARATOR)
+
+
+def parse_story(prompts: list[str]) -> list[list[PromptPart]]:
+    """The parts active in each story segment. Segment i takes the i-th ``^`` piece of every prompt; a prompt
+    with fewer pieces keeps its last one, so a plain prompt stays active through the whole story."""
+    stories = [[parse_prompt(piece) for piece in split_story(prompt)] for prompt in prompts]
+    length = max((len(story) for story in stories), default=1)
+    return [[part for story in stories for part in story[min(i, len(story) - 1)]] for i in range(length)]
 
 
 def parse_image_prompt(spec: str) -> PromptPart:

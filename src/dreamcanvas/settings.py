@@ -54,6 +54,19 @@ class GenerateSettings:
     init_noise: str = "none"
     """VQGAN start without an init image: ``none`` (random codebook rows), ``pixels`` or ``gradient`` (encoded)."""
 
+    # motion and story ----------------------------------------------------------------------------------
+    story_every: int = 0
+    """Steps per story segment of a ``^`` prompt; 0 spreads the segments evenly over the run."""
+    zoom: bool = False
+    """Zoom video: every ``zoom_every`` steps the picture is moved (scale, shift, rotation) and drawing goes on."""
+    zoom_every: int = 10
+    zoom_scale: float = 1.02
+    zoom_shift_x: float = 0.0
+    """Pixels per zoom step; positive moves the picture right."""
+    zoom_shift_y: float = 0.0
+    zoom_rotate: float = 0.0
+    """Degrees per zoom step, counter-clockwise."""
+
     # optimisation ------------------------------------------------------------------------------------
     iterations: int = 300
     """Number of optimisation steps; -1 runs until Ctrl-C."""
@@ -101,6 +114,12 @@ class GenerateSettings:
             raise DreamcanvasError(f"--cut-pow must be positive, got {self.cut_pow}")
         if self.save_every <= 0:
             raise DreamcanvasError(f"--save-every must be positive, got {self.save_every}")
+        if self.story_every < 0:
+            raise DreamcanvasError(f"--story-every must be positive (or 0 to spread the story), got {self.story_every}")
+        if self.zoom_every <= 0:
+            raise DreamcanvasError(f"--zoom-every must be positive, got {self.zoom_every}")
+        if not self.zoom_scale > 0:
+            raise DreamcanvasError(f"--zoom-scale must be positive, got {self.zoom_scale}")
         if self.fps <= 0:
             raise DreamcanvasError(f"--fps must be positive, got {self.fps}")
         if self.lr is not None and not self.lr > 0:

@@ -20,6 +20,7 @@ PERCEPTOR = "Perceptor (CLIP)"
 GENERATOR = "Generator"
 LOOP = "Optimisation"
 OUTPUT = "Output"
+MOTION = "Zoom video and story"
 
 # CLI option -> settings field, for options whose names differ or that need converting.
 _RENAMED = {"prompt_option": "prompts", "image_prompt": "image_prompts", "target_image": "target_images", "clip": "clip_models"}
@@ -94,6 +95,23 @@ def generate(
         str, typer.Option(help="VQGAN start without --init-image: none (random codebook entries), pixels or "
                           "gradient.", rich_help_panel=GENERATOR)
     ] = "none",
+    story_every: Annotated[
+        int, typer.Option(help="Steps per segment of a 'a forest ^ a city ^ the sea' story prompt; 0 spreads the "
+                          "segments over the run.", rich_help_panel=MOTION)
+    ] = 0,
+    zoom: Annotated[
+        bool, typer.Option("--zoom", help="Zoom video: move the picture every --zoom-every steps and keep drawing.",
+                           rich_help_panel=MOTION)
+    ] = False,
+    zoom_every: Annotated[int, typer.Option(help="Steps between camera moves.", rich_help_panel=MOTION)] = 10,
+    zoom_scale: Annotated[
+        float, typer.Option(help="Zoom per move (>1 flies in, <1 out).", rich_help_panel=MOTION)
+    ] = 1.02,
+    zoom_shift_x: Annotated[float, typer.Option(help="Pan per move, pixels (+ = right).", rich_help_panel=MOTION)] = 0.0,
+    zoom_shift_y: Annotated[float, typer.Option(help="Pan per move, pixels (+ = down).", rich_help_panel=MOTION)] = 0.0,
+    zoom_rotate: Annotated[
+        float, typer.Option(help="Rotation per move, degrees (+ = counter-clockwise).", rich_help_panel=MOTION)
+    ] = 0.0,
     iterations: Annotated[
         int, typer.Option("--iterations", "-i", help="Optimisation steps; -1 runs until Ctrl-C.", rich_help_panel=LOOP)
     ] = 300,

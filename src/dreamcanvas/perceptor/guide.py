@@ -28,6 +28,8 @@ class Target:
     embeds: torch.Tensor
     weight: float
     stop: float
+    segment: int | None = None
+    """The story segment in which it pulls; None = all of them."""
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -59,6 +61,8 @@ class ClipGuide(nn.Module):
         self.augment = build_augmentations(augs)
         self.autocast_dtype = resolve_precision(precision)
         self.targets: list[list[Target]] = [[] for _ in perceptors]
+        self.segment = 0
+        """The active story segment (see :func:`dreamcanvas.prompts.parse_story`)."""
 
     def _embed_views(self, perceptor: ClipPerceptor, views: torch.Tensor) -> torch.Tensor:
         """Image embeddings, under bf16 autocast when chosen; the result (and so the loss) is fp32."""
@@ -75,10 +79,13 @@ class ClipGuide(nn.Module):
         cutouts = make_cutouts(image, perceptor.image_size, self.cutn, self.cut_pow)
         return self.augment(cutouts).clamp(0, 1)
 
-    def add_text(self, part: PromptPart) -> None:
+    def add_text(self, part: PromptPart, segment: int | None = None) -> None:
         for perceptor, targets in zip(self.perceptors, self.targets, strict=True):
             embeds = perceptor.encode_text([part.text])
-            targets.append(Target(part.text, embeds, part.weight, part.stop))
+            targets.append(Target(part.text, embeds, part.weight, part.stop, segment))
+
+    def active(self, targets: list[Target]) -> list[Target]:
+        return [t for t in targets if t.segment is None or t.segment == self.segment]
 
     @torch.no_grad()
     def add_image(self, image: torch.Tensor, part: PromptPart) -> None:
@@ -92,7 +99,7 @@ class ClipGuide(nn.Module):
         total = image.new_zeros(())
         for perceptor, targets in zip(self.perceptors, self.targets, strict=True):
             embeds = self._embed_views(perceptor, self.views(image, perceptor))
-            for target in targets:
+            for target in self.active(targets):
                 total = total + prompt_loss(embeds, target.embeds, target.weight, target.stop)
         return total
 
@@ -103,5 +110,5 @@ class ClipGuide(nn.Module):
         scores = []
         for perceptor, targets in zip(self.perceptors, self.targets, strict=True):
             embed = perceptor.encode_image(image)
-            scores += [(embed @ t.embeds.T).mean() for t in targets if t.weight > 0]
+            scores += [(embed @ t.embeds.T).mean() for t in self.active(targets) if t.weight > 0]
         return torch.stack(scores).mean() if scores else image.new_zeros(())
