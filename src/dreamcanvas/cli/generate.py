@@ -58,7 +58,7 @@ def generate(
     clip: Annotated[
         list[str] | None,
         typer.Option(help=f"CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH; repeat to ensemble. "
-                     f"[default: {DEFAULT_CLIP}]", rich_help_panel=PERCEPTOR, show_default=False),
+                     f"(default: {DEFAULT_CLIP})", rich_help_panel=PERCEPTOR, show_default=False),
     ] = None,
     cutn: Annotated[int, typer.Option(help="Random cutouts per step and model.", rich_help_panel=PERCEPTOR)] = 32,
     cut_pow: Annotated[
@@ -76,7 +76,7 @@ def generate(
                           rich_help_panel=PERCEPTOR)
     ] = "auto",
     generator: Annotated[
-        str, typer.Option("--generator", "-g", help="pixel, fourier (more come with their models).",
+        str, typer.Option("--generator", "-g", help="pixel, fourier or vqgan.",
                           rich_help_panel=GENERATOR)
     ] = "fourier",
     size: Annotated[
@@ -116,7 +116,7 @@ def generate(
         int, typer.Option("--iterations", "-i", help="Optimisation steps; -1 runs until Ctrl-C.", rich_help_panel=LOOP)
     ] = 300,
     lr: Annotated[
-        float | None, typer.Option(help="Learning rate [default: the generator's own].", rich_help_panel=LOOP,
+        float | None, typer.Option(help="Learning rate (default: the generator's own).", rich_help_panel=LOOP,
                                    show_default=False)
     ] = None,
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.", rich_help_panel=LOOP)] = "adam",
@@ -130,7 +130,7 @@ def generate(
     gif: Annotated[bool, typer.Option("--gif", help="Write a GIF of the frames.", rich_help_panel=OUTPUT)] = False,
     fps: Annotated[int, typer.Option(help="Frames per second of the video/GIF.", rich_help_panel=OUTPUT)] = 12,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (must not exist) [default: outputs/<date>-<prompt>].",
+        Path | None, typer.Option("--out", "-o", help="Run folder, must not exist (default: outputs/DATE-PROMPT).",
                                   rich_help_panel=OUTPUT, show_default=False)
     ] = None,
     from_png: Annotated[
@@ -188,7 +188,7 @@ def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool) -> 
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder of a stopped run.", show_default=False)],
     iterations: Annotated[
-        int | None, typer.Option("--iterations", "-i", help="New total number of steps [default: the run's own].",
+        int | None, typer.Option("--iterations", "-i", help="New total number of steps (default: the run's own).",
                                  show_default=False)
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
