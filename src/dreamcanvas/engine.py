@@ -147,11 +147,11 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
         raise ValueError("build_job needs a concrete seed; call resolve_seed first")
     if perceptors is None:
         perceptors = [load_perceptor(spec) for spec in settings.clip_models]
-    size = (settings.width, settings.height)
 
     # Model loading may draw random numbers (open_clip initialises before loading): seed after it.
     torch.manual_seed(settings.seed)
     generator = create_generator(settings)
+    size = (generator.width, generator.height)  # a generator may round the size (VQGAN: multiples of f)
     init_image = None
     if settings.init_image is not None:
         init_image = png.load_image(settings.init_image, size)

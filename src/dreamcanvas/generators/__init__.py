@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 GENERATORS: dict[str, str] = {
     "pixel": "dreamcanvas.generators.pixel:PixelGenerator",
     "fourier": "dreamcanvas.generators.fourier:FourierGenerator",
+    "vqgan": "dreamcanvas.generators.vqgan:VQGANGenerator",
 }
 
 

@@ -1,0 +1,1 @@
+"""Neural networks that dreamcanvas builds itself, so that original checkpoints load without their code bases."""
