@@ -441,9 +441,16 @@ def test_models_list_shows_the_default_and_what_is_cached(capsys, monkeypatch, u
     paths = place_url_files(url_source)
     code, out, err = run_cli(["models", "list"], capsys, monkeypatch)
     assert code == 0, err
-    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
-    assert "(default)" in rows[DEFAULT_CLIP] and " no " in rows[DEFAULT_CLIP]
-    assert " yes " in rows["tiny-vq"] and str(paths["config"].parent) in rows["tiny-vq"]
+    # One table row per model, several lines each (name, description, where): join a row's cells.
+    blocks = out.split("├")
+    rows = {}
+    for block in blocks:
+        cells = [line.split("│")[1:-1] for line in block.splitlines() if line.startswith("│")]
+        if cells:
+            name, *_, cached = [cell.strip() for cell in cells[0]]
+            rows[name.split()[0]] = (cached, "".join(line[0].strip() for line in cells))
+    assert "(default)" in rows[DEFAULT_CLIP][1] and rows[DEFAULT_CLIP][0] == "no"
+    assert rows["tiny-vq"][0] == "yes" and str(paths["config"].parent) in rows["tiny-vq"][1]
 
     code, out, _ = run_cli(["models", "list", "--kind", "vqgan"], capsys, monkeypatch)
     assert code == 0 and "tiny-vq" in out and DEFAULT_CLIP not in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dreamcanvas import weights
@@ -28,20 +29,20 @@ def list_models(
     ),
 ) -> None:
     """List the known models, their size, and whether they are downloaded (and where)."""
-    table = Table(title="dreamcanvas models")
-    table.add_column("name", no_wrap=True, style="bold")
+    table = Table(title="dreamcanvas models", show_lines=True)
+    table.add_column("name and description", overflow="fold")
     table.add_column("kind", no_wrap=True)
-    table.add_column("description")
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("cached", no_wrap=True)
-    table.add_column("where", overflow="fold")
     for source in weights.list_sources():
         if kind and source.kind != kind:
             continue
         state, paths = weights.cache_state(source.name)
-        where = str(paths[0].parent) if state == "yes" and paths else ""
-        label = f"{source.name} (default)" if source.name == DEFAULT_CLIP else source.name
-        table.add_row(label, source.kind, source.description, _size(source.size_mb), state, where)
+        label = f"[bold]{escape(source.name)}[/bold]" + (" (default)" if source.name == DEFAULT_CLIP else "")
+        details = escape(source.description)
+        if state == "yes" and paths:
+            details += f"\n[green]{escape(str(paths[0].parent))}[/green]"
+        table.add_row(f"{label}\n[dim]{details}[/dim]", source.kind, _size(source.size_mb), state)
     Console().print(table)
     Console().print(
         "Any open_clip ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH also works; "

@@ -1,0 +1,83 @@
+"""``dreamcanvas score``: how well a picture matches a prompt, and against which alternatives."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dreamcanvas.cli import app
+from dreamcanvas.errors import DreamcanvasError
+
+BUNDLED_JUDGE = "bundled/judge"
+"""Where the held-out judge model ships inside the package (open_clip local-dir layout)."""
+
+
+def default_judge() -> str:
+    """``local-dir:`` of the bundled judge, or a clear error while none is bundled."""
+    folder = Path(str(resources.files("dreamcanvas").joinpath(BUNDLED_JUDGE)))
+    if not (folder / "open_clip_config.json").is_file():
+        raise DreamcanvasError("no bundled judge model in this installation; pass --clip MODEL "
+                               "(ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH, e.g. one from `dreamcanvas train clip`)")
+    return f"local-dir:{folder}"
+
+
+def load_picture(path: Path):
+    """A picture as a ``(1, 3, H, W)`` tensor in ``[0, 1]``, transparency over white."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            picture = opened.convert("RGBA")
+    except FileNotFoundError:
+        raise DreamcanvasError(f"no such picture: {path}") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise DreamcanvasError(f"cannot read picture {path}: {error}") from None
+    flat = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+    flat.alpha_composite(picture)
+    pixels = np.asarray(flat.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
+
+
+def score_texts(image: Path, texts: list[str], clip: str) -> list[float]:
+    """Cosine similarity of the picture to each text, under one CLIP model."""
+    import torch
+
+    from dreamcanvas.perceptor.clip import load_perceptor
+
+    picture = load_picture(image)
+    perceptor = load_perceptor(clip)
+    with torch.no_grad():
+        image_embedding = perceptor.encode_image(picture)
+        text_embeddings = perceptor.encode_text(texts)
+    return (text_embeddings @ image_embedding.T).squeeze(1).tolist()
+
+
+def rank_of_first(similarities: list[float]) -> int:
+    """1 + how many of the other texts score strictly higher than the first one (1 = best)."""
+    return 1 + sum(other > similarities[0] for other in similarities[1:])
+
+
+@app.command(no_args_is_help=True)
+def score(
+    image: Annotated[Path, typer.Argument(help="The picture to judge.", show_default=False)],
+    prompt: Annotated[str, typer.Argument(help="What it should show.", show_default=False)],
+    against: Annotated[list[str] | None, typer.Option(help="A distractor prompt (repeatable); the prompt's rank "
+                                                      "among them is printed.", show_default=False)] = None,
+    clip: Annotated[str | None, typer.Option(help="CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH "
+                                             "(default: the bundled judge).", show_default=False)] = None,
+) -> None:
+    """Print the similarity of IMAGE to PROMPT and, with --against, the prompt's rank (1 = best)."""
+    texts = [prompt, *(against or [])]
+    similarities = score_texts(image, texts, clip or default_judge())
+    width = max(len(text) for text in texts)
+    for text, similarity in sorted(zip(texts, similarities, strict=True), key=lambda item: -item[1]):
+        marker = "*" if text == prompt else " "
+        print(f"{marker} {similarity:+.4f}  {text:<{width}}")
+    print(f"similarity {similarities[0]:.4f}")
+    if against:
+        print(f"rank {rank_of_first(similarities)} of {len(texts)}")
