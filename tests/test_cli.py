@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 
@@ -145,3 +146,46 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dreamcanvas: error: unknown generator 'crayon'")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def offline_with_bundled_guide(tmp_path, monkeypatch, tiny_clip_dir):
+    """An empty HF cache, no network, and a (tiny) bundled guide in the package."""
+    from dreamcanvas import weights
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bundled = tmp_path / "bundled"
+    shutil.copytree(tiny_clip_dir, bundled / "guide")
+    monkeypatch.setattr(weights, "bundled_dir", lambda name: bundled / name)
+    return bundled
+
+
+def no_clip_args(*extra) -> list[str]:
+    return ["generate", "a red apple", "--size", "32", "32", "--cutn", "4", "-i", "3", "--seed", "1", "--quiet", *extra]
+
+
+def test_offline_without_clip_draws_with_the_bundled_guide_and_says_so_once(tmp_path, capsys, offline_with_bundled_guide):
+    code, out, err = run_cli([*no_clip_args(), "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("dreamcanvas: warning:")
+    assert "bundled:guide" in warnings[0] and "dreamcanvas models download ViT-B-32:openai" in warnings[0]
+    assert png.read_metadata(tmp_path / "run" / rundir.FINAL_NAME)["settings"]["clip_models"] == ["bundled:guide"]
+
+
+def test_an_explicit_clip_never_falls_back(tmp_path, capsys, offline_with_bundled_guide):
+    code, _, err = run_cli([*no_clip_args("--clip", "ViT-B-32:openai"), "--out", tmp_path / "run"], capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert "dreamcanvas models download ViT-B-32:openai" in err and "bundled" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_offline_without_a_bundled_guide_is_the_download_error(tmp_path, capsys, monkeypatch):
+    from dreamcanvas import weights
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(weights, "bundled_dir", lambda name: tmp_path / "nothing" / name)
+    code, _, err = run_cli([*no_clip_args(), "--out", tmp_path / "run"], capsys)
+    assert code != 0 and "dreamcanvas models download ViT-B-32:openai" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -94,6 +94,8 @@ def test_bad_image_is_a_user_error(tmp_path: Path, tiny_clip_spec: str, capsys) 
 
 
 def test_without_a_bundled_judge_the_error_says_to_pass_clip(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(score, "BUNDLED_JUDGE", "bundled/no-such-judge")
+    from dreamcanvas import weights
+
+    monkeypatch.setattr(weights, "BUNDLED_JUDGE", "bundled:no-such-judge")
     code, _, err = run_cli(["score", draw(tmp_path / "p.png", "red", "circle"), "a red circle"], capsys)
     assert code == 2 and "--clip" in err and err.count("\n") == 1

@@ -468,3 +468,20 @@ def test_models_download_failures_are_one_line_on_stderr(capsys, monkeypatch, na
     code, out, err = run_cli(["models", "download", name], capsys, monkeypatch)
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("dreamcanvas: error:") and expected in err
+
+
+def test_no_network_fails_in_seconds_not_after_retries(monkeypatch, tmp_path):
+    """A refused connection (a closed loopback port) is reported at once as 'no network'."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError, match="no network: cannot reach 127.0.0.1") as error:
+        weights.resolve_clip("ViT-B-32:openai")
+    assert time.perf_counter() - start < 5
+    assert "dreamcanvas models download ViT-B-32:openai" in str(error.value)

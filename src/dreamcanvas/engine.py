@@ -25,7 +25,7 @@ from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.generators import Generator, create_generator, generator_class
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.perceptor.augment import build_augmentations
-from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
+from dreamcanvas.perceptor.clip import ClipPerceptor, default_clip_models, load_perceptor
 from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
 from dreamcanvas.motion import move_picture
@@ -295,6 +295,8 @@ def generate(
     check_settings(settings)
     if out is not None:
         rundir.check_new_run_dir(Path(out))
+    if not settings.clip_models and perceptors is None:
+        settings = settings.replace(clip_models=default_clip_models())
     job = build_job(settings, perceptors)
     label = (settings.prompts or settings.image_prompts or settings.target_images)[0]
     run_dir = Path(out) if out is not None else rundir.default_run_dir(Path(outputs_root), label)

@@ -22,3 +22,7 @@ class ModelUnavailableError(DreamcanvasError):
 
 class CorruptWeightsError(DreamcanvasError):
     """A weights file exists but is truncated or does not match its checksum."""
+
+
+class DreamcanvasWarning(UserWarning):
+    """Something the user should know but that does not stop the run (e.g. an offline fallback)."""

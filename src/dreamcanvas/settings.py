@@ -33,7 +33,9 @@ class GenerateSettings:
     """MSE anchor to the init image, in image space (0 = start from it, then move freely)."""
 
     # perceptor ---------------------------------------------------------------------------------------
-    clip_models: list[str] = field(default_factory=lambda: [DEFAULT_CLIP])
+    clip_models: list[str] = field(default_factory=list)
+    """CLIP models to ensemble. Empty = the default: ``ViT-B-32:openai`` if it is cached or downloadable now,
+    else the bundled offline guide (with a warning). The run stores the models it actually used."""
     cutn: int = 32
     cut_pow: float = 1.0
     augs: list[str] = field(default_factory=lambda: list(DEFAULT_AUGS))
@@ -124,7 +126,5 @@ class GenerateSettings:
             raise DreamcanvasError(f"--fps must be positive, got {self.fps}")
         if self.lr is not None and not self.lr > 0:
             raise DreamcanvasError(f"--lr must be positive, got {self.lr}")
-        if not self.clip_models:
-            raise DreamcanvasError("at least one --clip model is needed")
         if self.seed < -1 or self.seed >= 2**63:
             raise DreamcanvasError(f"--seed must be -1 (random) or a non-negative integer, got {self.seed}")

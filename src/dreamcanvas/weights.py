@@ -42,9 +42,11 @@ import http.client
 import json
 import os
 import re
+import socket
 import struct
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +61,20 @@ from dreamcanvas.errors import CorruptWeightsError, DreamcanvasError, ModelUnava
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
+BUNDLED_PREFIX = "bundled:"
+"""Small CLIP models shipped inside the package (``bundled:guide``, ``bundled:judge``): nothing to download."""
+BUNDLED_GUIDE = "bundled:guide"
+BUNDLED_JUDGE = "bundled:judge"
+
+
+def bundled_dir(name: str) -> Path:
+    """The open_clip ``local-dir`` folder of a bundled model (it may not exist in this installation)."""
+    return Path(str(resources.files("dreamcanvas").joinpath("bundled", name)))
+
+
+def bundled_models() -> list[str]:
+    root = bundled_dir("")
+    return sorted(p.name for p in root.iterdir() if (p / "open_clip_config.json").is_file()) if root.is_dir() else []
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_SAFETENSORS = "open_clip_model.safetensors"
 OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"
@@ -426,11 +442,33 @@ def _describe(error: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _download_blocker(allow_download: bool) -> str | None:
+def _download_blocker(allow_download: bool, url: str | None = None) -> str | None:
+    """Why nothing can be downloaded now, or None. ``url``'s host is probed first, so that a machine with no
+    network fails in seconds, not after half a minute of the download client's retries."""
     if not allow_download:
         return "downloads are turned off"
     if is_offline():
         return "HF_HUB_OFFLINE is set"
+    return _unreachable(url or hub_endpoint())
+
+
+def hub_endpoint() -> str:
+    """The Hub huggingface_hub will download from (``HF_ENDPOINT``, read when it was imported)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """One TCP connection attempt to ``url``'s host: a reason string if it fails, None if it connects."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None  # file:// and the like: nothing to probe
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        return f"no network: cannot reach {parsed.hostname} ({_describe(error)})"
     return None
 
 
@@ -671,7 +709,7 @@ def _fetch_url(name: str, file: FileSource, *, allow_download: bool, repair: boo
             if not repair:
                 raise
             corrupt = error
-    reason = _download_blocker(allow_download)
+    reason = _download_blocker(allow_download, file.url)
     if reason is not None and corrupt is not None:
         raise corrupt
     if reason is None:
@@ -900,6 +938,12 @@ def _resolve_clip(
 ) -> tuple[ResolvedClip, list[Path]]:
     """The resolved model and every local file it needs (for ``models download`` to report)."""
     name = spec.strip()
+    if name.startswith(BUNDLED_PREFIX):
+        bundled = name[len(BUNDLED_PREFIX) :]
+        if bundled not in bundled_models():
+            available = ", ".join(BUNDLED_PREFIX + b for b in bundled_models()) or "none"
+            raise DreamcanvasError(f"no bundled model {name!r} in this installation (bundled: {available})")
+        return _resolve_local_dir(spec, bundled_dir(bundled), allow_download=False, check_runtime=check_runtime)
     if name.startswith(LOCAL_DIR_PREFIX):
         folder = Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser()
         return _resolve_local_dir(spec, folder, allow_download=allow_download, check_runtime=check_runtime)

@@ -8,6 +8,7 @@ exit code and no traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -16,7 +17,7 @@ try:  # typer >= 0.20 vendors its own copy of click, whose exceptions are not `c
 except ImportError:  # pragma: no cover - older typer
     from click import ClickException
 
-from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning
 
 app = typer.Typer(
     name="dreamcanvas",
@@ -39,11 +40,25 @@ def fail(message: str, exit_code: int = 2) -> None:
     raise SystemExit(exit_code)
 
 
+def _warning_as_one_line(show: object) -> object:
+    """Our warnings as ``dreamcanvas: warning: ...`` on stderr; everyone else's as Python prints them."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, DreamcanvasWarning):
+            print(f"dreamcanvas: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dreamcanvas`` script (and of the tests, with ``argv``)."""
     _register_commands()
     try:
-        app(args=argv, prog_name="dreamcanvas", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_as_one_line(warnings.showwarning)
+            app(args=argv, prog_name="dreamcanvas", standalone_mode=False)
     except DreamcanvasError as error:
         fail(str(error), error.exit_code)
     except typer.Abort:

@@ -58,7 +58,7 @@ def generate(
     clip: Annotated[
         list[str] | None,
         typer.Option(help=f"CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH; repeat to ensemble. "
-                     f"(default: {DEFAULT_CLIP})", rich_help_panel=PERCEPTOR, show_default=False),
+                     f"(default: {DEFAULT_CLIP}, or the bundled offline guide when that cannot be had)", rich_help_panel=PERCEPTOR, show_default=False),
     ] = None,
     cutn: Annotated[int, typer.Option(help="Random cutouts per step and model.", rich_help_panel=PERCEPTOR)] = 32,
     cut_pow: Annotated[

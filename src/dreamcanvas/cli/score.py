@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -11,17 +10,14 @@ import typer
 from dreamcanvas.cli import app
 from dreamcanvas.errors import DreamcanvasError
 
-BUNDLED_JUDGE = "bundled/judge"
-"""Where the held-out judge model ships inside the package (open_clip local-dir layout)."""
-
-
 def default_judge() -> str:
-    """``local-dir:`` of the bundled judge, or a clear error while none is bundled."""
-    folder = Path(str(resources.files("dreamcanvas").joinpath(BUNDLED_JUDGE)))
-    if not (folder / "open_clip_config.json").is_file():
+    """The bundled judge, or a clear error while none is bundled."""
+    from dreamcanvas import weights
+
+    if weights.BUNDLED_JUDGE.removeprefix(weights.BUNDLED_PREFIX) not in weights.bundled_models():
         raise DreamcanvasError("no bundled judge model in this installation; pass --clip MODEL "
                                "(ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH, e.g. one from `dreamcanvas train clip`)")
-    return f"local-dir:{folder}"
+    return weights.BUNDLED_JUDGE
 
 
 def load_picture(path: Path):

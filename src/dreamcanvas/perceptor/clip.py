@@ -8,6 +8,7 @@ this module only builds the network and wraps it with its own input size and nor
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dreamcanvas import weights
+from dreamcanvas.errors import DreamcanvasWarning, ModelUnavailableError
+from dreamcanvas.settings import DEFAULT_CLIP
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -65,6 +68,25 @@ def load_perceptor(spec: str, *, allow_download: bool = True) -> ClipPerceptor:
     preprocess = model.visual.preprocess_cfg
     tokenizer = open_clip.get_tokenizer(resolved.model_name)
     return ClipPerceptor(spec, model, tokenizer, tuple(preprocess["mean"]), tuple(preprocess["std"]))
+
+
+def default_clip_models() -> list[str]:
+    """What "no --clip" means: the real default CLIP if it is cached or can be downloaded now, else the small
+    bundled guide, with one warning saying so. (An explicit ``--clip`` never falls back.)"""
+    try:
+        weights.resolve_clip(DEFAULT_CLIP)
+        return [DEFAULT_CLIP]
+    except ModelUnavailableError:
+        guide = weights.BUNDLED_GUIDE
+        if guide.removeprefix(weights.BUNDLED_PREFIX) not in weights.bundled_models():
+            raise
+        warnings.warn(
+            f"{DEFAULT_CLIP} is not downloaded and cannot be fetched now, so the small offline CLIP {guide} draws "
+            f"instead; for far better pictures run `dreamcanvas models download {DEFAULT_CLIP}` once online",
+            DreamcanvasWarning,
+            stacklevel=2,
+        )
+        return [guide]
 
 
 def random_perceptor(arch: str) -> ClipPerceptor:
