@@ -7,7 +7,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dreamcanvas.cli import main
 from dreamcanvas.settings import GenerateSettings
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """Run ``dreamcanvas ARGS`` in-process: (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def tiny_settings(clip_spec: str, **changes) -> GenerateSettings:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 from PIL import Image, ImageFont
 
-from dreamcanvas.cli import main
 from dreamcanvas.data import clipart
 from dreamcanvas.data.captions import clean_name, derive_caption, load_pairs
 from dreamcanvas.data.clipart import (
@@ -20,16 +20,6 @@ from dreamcanvas.data.clipart import (
     parse_fractions,
 )
 from dreamcanvas.errors import DreamcanvasError
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # --------------------------------------------------------------------------------------------- names
@@ -77,7 +67,7 @@ def test_caption_sources_sidecar_then_jsonl_then_csv_then_file_name(tmp_path: Pa
         + json.dumps({"file": "b.png", "caption": "jsonl b", "split": "a"}) + "\n"
         + json.dumps({"file": "b.png", "caption": "jsonl b again", "split": "b"}) + "\n"
     )  # fmt: skip
-    (tmp_path / "captions.csv").write_text("file,caption\nb.png,csv b\nc.png,\"csv c, with comma\"\n")
+    (tmp_path / "captions.csv").write_text('file,caption\nb.png,csv b\nc.png,"csv c, with comma"\n')
     captions = {}
     for pair in load_pairs(tmp_path):
         captions.setdefault(pair.image.relative_to(tmp_path).as_posix(), []).append(pair.caption)

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from helpers import pixels, tiny_settings, write_picture
+from PIL import Image
 
 from dreamcanvas.engine import build_job, generate, resume
 from dreamcanvas.outputs import png, rundir, video
@@ -99,7 +99,9 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_clip_spec
     assert resumed.completed and resumed.step == 20
     assert resumed.losses == straight.losses
     assert resumed.image_path.read_bytes() == straight.image_path.read_bytes()
-    assert [p.name for p in rundir.list_frames(resumed.run_dir)] == [p.name for p in rundir.list_frames(straight.run_dir)]
+    assert [p.name for p in rundir.list_frames(resumed.run_dir)] == [
+        p.name for p in rundir.list_frames(straight.run_dir)
+    ]
 
 
 def test_a_crash_leaves_a_resumable_checkpoint(tmp_path, tiny_clip_spec):
@@ -199,8 +201,9 @@ def test_init_weight_keeps_the_picture_near_the_init_image(tmp_path, tiny_clip_s
 
 
 def test_story_switches_prompts_at_the_right_steps(tmp_path, tiny_clip_spec):
-    settings = tiny_settings(tiny_clip_spec, prompts=["a forest ^ a city at night ^ the sea", "oil painting"],
-                             iterations=9, story_every=3)
+    settings = tiny_settings(
+        tiny_clip_spec, prompts=["a forest ^ a city at night ^ the sea", "oil painting"], iterations=9, story_every=3
+    )
     job = build_job(settings)
     seen = []
     for step in range(9):
@@ -228,8 +231,17 @@ def test_story_loss_follows_the_active_segment(tmp_path, tiny_clip_spec):
 
 @pytest.mark.parametrize("generator", ["pixel", "fourier"])
 def test_zoom_run_writes_frames_that_fly_in_and_resumes_exactly(tmp_path, tiny_clip_spec, generator):
-    settings = tiny_settings(tiny_clip_spec, generator=generator, iterations=12, save_every=2, zoom=True,
-                             zoom_every=4, zoom_scale=1.25, zoom_rotate=5, video=True)
+    settings = tiny_settings(
+        tiny_clip_spec,
+        generator=generator,
+        iterations=12,
+        save_every=2,
+        zoom=True,
+        zoom_every=4,
+        zoom_scale=1.25,
+        zoom_rotate=5,
+        video=True,
+    )
     straight = generate(settings, tmp_path / "straight")
     frames = rundir.list_frames(straight.run_dir)
     assert len(frames) == 6 and video.count_frames(straight.run_dir / rundir.VIDEO_NAME) == 6

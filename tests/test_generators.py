@@ -72,5 +72,5 @@ def test_only_the_picture_parameters_are_trainable():
 
 
 def test_unknown_generator_is_a_clear_error():
-    with pytest.raises(DreamcanvasError, match="unknown generator 'pixl'.*fourier"):
+    with pytest.raises(DreamcanvasError, match=r"unknown generator 'pixl'.*fourier"):
         generator_class("pixl")

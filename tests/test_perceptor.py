@@ -55,7 +55,9 @@ def test_unknown_augmentation_is_a_clear_error():
 def test_spherical_distance_is_zero_for_equal_and_pi_squared_over_two_for_opposite():
     x = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
     assert torch.allclose(spherical_distance(x, x), torch.zeros(5), atol=1e-6)
-    assert torch.allclose(spherical_distance(x, -x), torch.full((5,), math.pi**2 / 2), atol=5e-3)  # arcsin is steep at 1
+    assert torch.allclose(
+        spherical_distance(x, -x), torch.full((5,), math.pi**2 / 2), atol=5e-3
+    )  # arcsin is steep at 1
     # It is twice the squared half-angle: monotone in the angle between the vectors.
     angles = torch.linspace(0.1, 3.0, 7)
     a = torch.tensor([[1.0, 0.0]]).expand(7, 2)

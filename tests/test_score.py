@@ -7,22 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
-from dreamcanvas.cli import main, score
+from dreamcanvas.cli import score
 from dreamcanvas.data.clipart import on_background, paste, shape_sprite
 from dreamcanvas.training.clip import TrainOptions, train_clip
 
 SHAPES = (("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"))
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def draw(path: Path, colour: str, shape: str, side: int = 24) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 from safetensors.torch import load_file
 
-from dreamcanvas.cli import main
 from dreamcanvas.data.captions import load_pairs
 from dreamcanvas.data.clipart import on_background, paste, shape_sprite
 from dreamcanvas.perceptor.clip import WEIGHTS_NAME, load_perceptor
@@ -27,16 +27,6 @@ from dreamcanvas.training.clip import (
 
 CONCEPTS = (("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"), ("purple", "heart"),
             ("orange", "cross"), ("black", "ring"), ("pink", "diamond"))  # fmt: skip
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +47,18 @@ def shapes_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_options(data: Path, out: Path, **changes) -> TrainOptions:
-    base = TrainOptions(data, out, config="tiny", epochs=12, batch_size=8, lr=3e-3, warmup_steps=3, seed=5,
-                        checkpoint_every=1000, threads=1)  # tiny models train fastest on one thread
+    base = TrainOptions(
+        data,
+        out,
+        config="tiny",
+        epochs=12,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=3,
+        seed=5,
+        checkpoint_every=1000,
+        threads=1,
+    )  # tiny models train fastest on one thread
     for name, value in changes.items():
         setattr(base, name, value)
     return base
@@ -127,8 +127,13 @@ def test_resume_refuses_options_that_would_change_the_run(shapes_data: Path, tmp
 def test_bad_config_is_a_user_error(shapes_data: Path, tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["train", "clip", shapes_data, "--out", tmp_path, "--config", "huge"], capsys)
     assert code == 2 and "tiny, small" in err
-    inline = json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8},
-                         "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}})
+    inline = json.dumps(
+        {
+            "embed_dim": 16,
+            "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8},
+            "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+        }
+    )
     assert model_config(inline)["vision_cfg"]["image_size"] == 16
 
 

@@ -640,8 +640,18 @@ def test_vqgan_clip_run_lowers_the_loss_and_resumes_exactly(tiny_dir, tmp_path, 
 
     from dreamcanvas.engine import generate, resume
 
-    settings = tiny_settings(tiny_clip_spec, generator="vqgan", vqgan_model=f"local:{tiny_dir}", width=31, height=21,
-                             iterations=24, save_every=4, zoom=True, zoom_every=8, zoom_scale=1.1)
+    settings = tiny_settings(
+        tiny_clip_spec,
+        generator="vqgan",
+        vqgan_model=f"local:{tiny_dir}",
+        width=31,
+        height=21,
+        iterations=24,
+        save_every=4,
+        zoom=True,
+        zoom_every=8,
+        zoom_scale=1.1,
+    )
     straight = generate(settings, tmp_path / "straight")
     assert straight.image_path.exists()
     with Image.open(straight.image_path) as picture:

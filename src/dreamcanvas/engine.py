@@ -23,12 +23,12 @@ import torch
 from dreamcanvas import __version__
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.generators import Generator, create_generator, generator_class
+from dreamcanvas.motion import move_picture
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor, default_clip_models, load_perceptor
 from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
-from dreamcanvas.motion import move_picture
 from dreamcanvas.prompts import parse_image_prompt, parse_story
 from dreamcanvas.settings import GenerateSettings
 
@@ -211,7 +211,11 @@ def _write_run_json(settings: GenerateSettings, run_dir: Path, state: RunState) 
         {
             **_metadata(settings, state.step),
             "losses": state.losses,
-            "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()},
+            "machine": {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "python": platform.python_version(),
+            },
         },
     )
 

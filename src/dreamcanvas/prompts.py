@@ -46,8 +46,7 @@ def _parse_number(field: str, what: str, source: str) -> float:
         value = float(field)
     except ValueError:
         raise PromptSyntaxError(
-            f"{what} {field.strip()!r} in prompt {source!r} is not a number "
-            f"(write '\\:' for a literal colon)"
+            f"{what} {field.strip()!r} in prompt {source!r} is not a number (write '\\:' for a literal colon)"
         ) from None
     if math.isnan(value):
         raise PromptSyntaxError(f"{what} in prompt {source!r} is NaN")

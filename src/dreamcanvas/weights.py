@@ -75,6 +75,8 @@ def bundled_dir(name: str) -> Path:
 def bundled_models() -> list[str]:
     root = bundled_dir("")
     return sorted(p.name for p in root.iterdir() if (p / "open_clip_config.json").is_file()) if root.is_dir() else []
+
+
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_SAFETENSORS = "open_clip_model.safetensors"
 OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"

@@ -17,12 +17,15 @@ def clipart_command(
     size: Annotated[int, typer.Option(help="Side of the square pictures, in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Seeds the captions, the compositions and the concept split.")] = 0,
     split: Annotated[str, typer.Option(help="Shares of concepts for half a, half b and held-out test.")] = "45,45,10",
-    synthetic: Annotated[int, typer.Option(help="Synthetic compositions (objects on backgrounds, pairs, shapes).")]
-    = 8000,
-    openclipart_root: Annotated[Path, typer.Option(help="Root of the clip-art PNGs (Debian openclipart-png).")]
-    = OPENCLIPART_ROOT,
-    emoji_font: Annotated[Path, typer.Option(help="Noto Color Emoji font (Debian fonts-noto-color-emoji).")]
-    = EMOJI_FONT,
+    synthetic: Annotated[
+        int, typer.Option(help="Synthetic compositions (objects on backgrounds, pairs, shapes).")
+    ] = 8000,
+    openclipart_root: Annotated[
+        Path, typer.Option(help="Root of the clip-art PNGs (Debian openclipart-png).")
+    ] = OPENCLIPART_ROOT,
+    emoji_font: Annotated[
+        Path, typer.Option(help="Noto Color Emoji font (Debian fonts-noto-color-emoji).")
+    ] = EMOJI_FONT,
     emoji: Annotated[bool, typer.Option(help="Include rendered emoji.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a corpus already in OUT_DIR.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages.")] = False,

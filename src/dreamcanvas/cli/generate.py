@@ -23,7 +23,12 @@ OUTPUT = "Output"
 MOTION = "Zoom video and story"
 
 # CLI option -> settings field, for options whose names differ or that need converting.
-_RENAMED = {"prompt_option": "prompts", "image_prompt": "image_prompts", "target_image": "target_images", "clip": "clip_models"}
+_RENAMED = {
+    "prompt_option": "prompts",
+    "image_prompt": "image_prompts",
+    "target_image": "target_images",
+    "clip": "clip_models",
+}
 
 
 def _split_augs(value: str) -> list[str]:
@@ -46,8 +51,10 @@ def generate(
     ] = None,
     target_image: Annotated[
         list[str] | None,
-        typer.Option(help="PATH[:weight]: a target picture (as the notebook's target_images; repeatable).",
-                     rich_help_panel=PROMPTS),
+        typer.Option(
+            help="PATH[:weight]: a target picture (as the notebook's target_images; repeatable).",
+            rich_help_panel=PROMPTS,
+        ),
     ] = None,
     init_image: Annotated[
         str | None, typer.Option(help="Start from this picture instead of noise.", rich_help_panel=PROMPTS)
@@ -57,31 +64,42 @@ def generate(
     ] = 0.0,
     clip: Annotated[
         list[str] | None,
-        typer.Option(help=f"CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH; repeat to ensemble. "
-                     f"(default: {DEFAULT_CLIP}, or the bundled offline guide when that cannot be had)", rich_help_panel=PERCEPTOR, show_default=False),
+        typer.Option(
+            help=f"CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH; repeat to ensemble. "
+            f"(default: {DEFAULT_CLIP}, or the bundled offline guide when that cannot be had)",
+            rich_help_panel=PERCEPTOR,
+            show_default=False,
+        ),
     ] = None,
     cutn: Annotated[int, typer.Option(help="Random cutouts per step and model.", rich_help_panel=PERCEPTOR)] = 32,
     cut_pow: Annotated[
         float, typer.Option(help="Cutout size power: >1 favours small cutouts, <1 large.", rich_help_panel=PERCEPTOR)
     ] = 1.0,
     augs: Annotated[
-        str, typer.Option(help="Comma-separated augmentations: flip, affine, perspective, jitter, sharpness, "
-                          "erasing, noise; or 'none'.", rich_help_panel=PERCEPTOR)
+        str,
+        typer.Option(
+            help="Comma-separated augmentations: flip, affine, perspective, jitter, sharpness, "
+            "erasing, noise; or 'none'.",
+            rich_help_panel=PERCEPTOR,
+        ),
     ] = ",".join(DEFAULT_AUGS),
     tv_weight: Annotated[
         float, typer.Option(help="Total-variation smoothness weight.", rich_help_panel=PERCEPTOR)
     ] = 0.0,
     precision: Annotated[
-        str, typer.Option(help="CLIP image tower precision: auto (bf16 on CPUs with native bf16), bf16 or fp32.",
-                          rich_help_panel=PERCEPTOR)
+        str,
+        typer.Option(
+            help="CLIP image tower precision: auto (bf16 on CPUs with native bf16), bf16 or fp32.",
+            rich_help_panel=PERCEPTOR,
+        ),
     ] = "auto",
     generator: Annotated[
-        str, typer.Option("--generator", "-g", help="pixel, fourier or vqgan.",
-                          rich_help_panel=GENERATOR)
+        str, typer.Option("--generator", "-g", help="pixel, fourier or vqgan.", rich_help_panel=GENERATOR)
     ] = "fourier",
-    size: Annotated[
-        tuple[int, int], typer.Option(help="Width and height in pixels.", rich_help_panel=GENERATOR)
-    ] = (256, 256),
+    size: Annotated[tuple[int, int], typer.Option(help="Width and height in pixels.", rich_help_panel=GENERATOR)] = (
+        256,
+        256,
+    ),
     fourier_decay: Annotated[
         float, typer.Option(help="Fourier generator: spectrum fall-off; larger = smoother.", rich_help_panel=GENERATOR)
     ] = 1.5,
@@ -92,22 +110,35 @@ def generate(
         str, typer.Option(help="VQGAN generator: a registered model name or local:PATH.", rich_help_panel=GENERATOR)
     ] = "vqgan_imagenet_f16_16384",
     init_noise: Annotated[
-        str, typer.Option(help="VQGAN start without --init-image: none (random codebook entries), pixels or "
-                          "gradient.", rich_help_panel=GENERATOR)
+        str,
+        typer.Option(
+            help="VQGAN start without --init-image: none (random codebook entries), pixels or gradient.",
+            rich_help_panel=GENERATOR,
+        ),
     ] = "none",
     story_every: Annotated[
-        int, typer.Option(help="Steps per segment of a 'a forest ^ a city ^ the sea' story prompt; 0 spreads the "
-                          "segments over the run.", rich_help_panel=MOTION)
+        int,
+        typer.Option(
+            help="Steps per segment of a 'a forest ^ a city ^ the sea' story prompt; 0 spreads the "
+            "segments over the run.",
+            rich_help_panel=MOTION,
+        ),
     ] = 0,
     zoom: Annotated[
-        bool, typer.Option("--zoom", help="Zoom video: move the picture every --zoom-every steps and keep drawing.",
-                           rich_help_panel=MOTION)
+        bool,
+        typer.Option(
+            "--zoom",
+            help="Zoom video: move the picture every --zoom-every steps and keep drawing.",
+            rich_help_panel=MOTION,
+        ),
     ] = False,
     zoom_every: Annotated[int, typer.Option(help="Steps between camera moves.", rich_help_panel=MOTION)] = 10,
     zoom_scale: Annotated[
         float, typer.Option(help="Zoom per move (>1 flies in, <1 out).", rich_help_panel=MOTION)
     ] = 1.02,
-    zoom_shift_x: Annotated[float, typer.Option(help="Pan per move, pixels (+ = right).", rich_help_panel=MOTION)] = 0.0,
+    zoom_shift_x: Annotated[
+        float, typer.Option(help="Pan per move, pixels (+ = right).", rich_help_panel=MOTION)
+    ] = 0.0,
     zoom_shift_y: Annotated[float, typer.Option(help="Pan per move, pixels (+ = down).", rich_help_panel=MOTION)] = 0.0,
     zoom_rotate: Annotated[
         float, typer.Option(help="Rotation per move, degrees (+ = counter-clockwise).", rich_help_panel=MOTION)
@@ -116,8 +147,8 @@ def generate(
         int, typer.Option("--iterations", "-i", help="Optimisation steps; -1 runs until Ctrl-C.", rich_help_panel=LOOP)
     ] = 300,
     lr: Annotated[
-        float | None, typer.Option(help="Learning rate (default: the generator's own).", rich_help_panel=LOOP,
-                                   show_default=False)
+        float | None,
+        typer.Option(help="Learning rate (default: the generator's own).", rich_help_panel=LOOP, show_default=False),
     ] = None,
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.", rich_help_panel=LOOP)] = "adam",
     seed: Annotated[
@@ -130,12 +161,23 @@ def generate(
     gif: Annotated[bool, typer.Option("--gif", help="Write a GIF of the frames.", rich_help_panel=OUTPUT)] = False,
     fps: Annotated[int, typer.Option(help="Frames per second of the video/GIF.", rich_help_panel=OUTPUT)] = 12,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder, must not exist (default: outputs/DATE-PROMPT).",
-                                  rich_help_panel=OUTPUT, show_default=False)
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder, must not exist (default: outputs/DATE-PROMPT).",
+            rich_help_panel=OUTPUT,
+            show_default=False,
+        ),
     ] = None,
     from_png: Annotated[
-        Path | None, typer.Option("--from", help="Re-make a picture from the settings stored in its PNG; other "
-                                  "flags given override them.", rich_help_panel=OUTPUT, show_default=False)
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Re-make a picture from the settings stored in its PNG; other flags given override them.",
+            rich_help_panel=OUTPUT,
+            show_default=False,
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
@@ -164,7 +206,7 @@ def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -
     from dreamcanvas.outputs.png import read_metadata
 
     stored = GenerateSettings.from_dict(read_metadata(path)["settings"])
-    typed = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), 'name', None) == 'COMMANDLINE'}
+    typed = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
     option_of = {value: key for key, value in _RENAMED.items()}
     option_of.update(width="size", height="size")
     overrides = {name: value for name, value in values.items() if option_of.get(name, name) in typed}
@@ -180,7 +222,9 @@ def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool) -> 
     engine.check_settings(settings)
     if not quiet:
         print(f"seed: {settings.seed}", file=sys.stderr)
-    result = _with_progress(quiet, settings.iterations, 0, lambda on_step: engine.generate(settings, out, on_step=on_step))
+    result = _with_progress(
+        quiet, settings.iterations, 0, lambda on_step: engine.generate(settings, out, on_step=on_step)
+    )
     _report(result, quiet)
 
 
@@ -188,8 +232,10 @@ def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool) -> 
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder of a stopped run.", show_default=False)],
     iterations: Annotated[
-        int | None, typer.Option("--iterations", "-i", help="New total number of steps (default: the run's own).",
-                                 show_default=False)
+        int | None,
+        typer.Option(
+            "--iterations", "-i", help="New total number of steps (default: the run's own).", show_default=False
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
@@ -205,9 +251,7 @@ def resume(
     _report(result, quiet)
 
 
-def _with_progress(
-    quiet: bool, total: int, done: int, run: Callable[[StepCallback | None], RunResult]
-) -> RunResult:
+def _with_progress(quiet: bool, total: int, done: int, run: Callable[[StepCallback | None], RunResult]) -> RunResult:
     if quiet:
         return run(None)
     from dreamcanvas.progress import LoopProgress

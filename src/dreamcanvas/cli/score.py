@@ -10,13 +10,16 @@ import typer
 from dreamcanvas.cli import app
 from dreamcanvas.errors import DreamcanvasError
 
+
 def default_judge() -> str:
     """The bundled judge, or a clear error while none is bundled."""
     from dreamcanvas import weights
 
     if weights.BUNDLED_JUDGE.removeprefix(weights.BUNDLED_PREFIX) not in weights.bundled_models():
-        raise DreamcanvasError("no bundled judge model in this installation; pass --clip MODEL "
-                               "(ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH, e.g. one from `dreamcanvas train clip`)")
+        raise DreamcanvasError(
+            "no bundled judge model in this installation; pass --clip MODEL "
+            "(ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH, e.g. one from `dreamcanvas train clip`)"
+        )
     return weights.BUNDLED_JUDGE
 
 
@@ -62,10 +65,19 @@ def rank_of_first(similarities: list[float]) -> int:
 def score(
     image: Annotated[Path, typer.Argument(help="The picture to judge.", show_default=False)],
     prompt: Annotated[str, typer.Argument(help="What it should show.", show_default=False)],
-    against: Annotated[list[str] | None, typer.Option(help="A distractor prompt (repeatable); the prompt's rank "
-                                                      "among them is printed.", show_default=False)] = None,
-    clip: Annotated[str | None, typer.Option(help="CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH "
-                                             "(default: the bundled judge).", show_default=False)] = None,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A distractor prompt (repeatable); the prompt's rank among them is printed.", show_default=False
+        ),
+    ] = None,
+    clip: Annotated[
+        str | None,
+        typer.Option(
+            help="CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH (default: the bundled judge).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print the similarity of IMAGE to PROMPT and, with --against, the prompt's rank (1 = best)."""
     texts = [prompt, *(against or [])]

@@ -21,44 +21,106 @@ RUN = "Run"
 @train_app.command("clip", no_args_is_help=True)
 def train_clip_command(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Argument(help="Folder of pictures with captions (sidecar .txt, captions.jsonl "
-                                             "or .csv, else file names), e.g. from `dreamcanvas data clipart`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the model (open_clip local-dir layout), "
-                                      "train_state.pt and training.json go.", show_default=False)],
-    config: Annotated[str, typer.Option(help="Model: tiny, small (the probe's 9.9 M model), a JSON file or inline "
-                                        "JSON with open_clip's model_cfg.", rich_help_panel=MODEL)] = "small",
-    init: Annotated[str | None, typer.Option(help="Fine-tune this model instead (ARCH:TAG or local-dir:PATH); "
-                                             "replaces --config.", rich_help_panel=MODEL, show_default=False)] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the data; the cosine schedule spans them all.",
-                                        rich_help_panel=SCHEDULE)] = 30,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step (contrastive: each is the others' negatives).",
-                                            rich_help_panel=SCHEDULE)] = 128,
+    data_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of pictures with captions (sidecar .txt, captions.jsonl "
+            "or .csv, else file names), e.g. from `dreamcanvas data clipart`."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where the model (open_clip local-dir layout), train_state.pt and training.json go.",
+            show_default=False,
+        ),
+    ],
+    config: Annotated[
+        str,
+        typer.Option(
+            help="Model: tiny, small (the probe's 9.9 M model), a JSON file or inline JSON with open_clip's model_cfg.",
+            rich_help_panel=MODEL,
+        ),
+    ] = "small",
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune this model instead (ARCH:TAG or local-dir:PATH); replaces --config.",
+            rich_help_panel=MODEL,
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Passes over the data; the cosine schedule spans them all.", rich_help_panel=SCHEDULE)
+    ] = 30,
+    batch_size: Annotated[
+        int, typer.Option(help="Pairs per step (contrastive: each is the others' negatives).", rich_help_panel=SCHEDULE)
+    ] = 128,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to 0).", rich_help_panel=SCHEDULE)] = 1e-3,
-    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps (at most a tenth of the run).",
-                                              rich_help_panel=SCHEDULE)] = 200,
-    seed: Annotated[int, typer.Option(help="Seeds the initial weights, the batch order and the augmentations.",
-                                      rich_help_panel=SCHEDULE)] = 0,
-    precision: Annotated[str, typer.Option(help="bf16 (autocast; about 2x faster on CPU) or fp32.",
-                                           rich_help_panel=SCHEDULE)] = "bf16",
-    split: Annotated[str | None, typer.Option(help="Train on this split of captions.jsonl (a, b, test or all) "
-                                              "(default: all but --eval-split).", rich_help_panel=DATA,
-                                              show_default=False)] = None,
-    eval_split: Annotated[str, typer.Option(help="Held-out split for text->image retrieval at the end ('' for "
-                                            "none).", rich_help_panel=DATA)] = "test",
+    warmup_steps: Annotated[
+        int, typer.Option(help="Linear warmup steps (at most a tenth of the run).", rich_help_panel=SCHEDULE)
+    ] = 200,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seeds the initial weights, the batch order and the augmentations.", rich_help_panel=SCHEDULE
+        ),
+    ] = 0,
+    precision: Annotated[
+        str, typer.Option(help="bf16 (autocast; about 2x faster on CPU) or fp32.", rich_help_panel=SCHEDULE)
+    ] = "bf16",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on this split of captions.jsonl (a, b, test or all) (default: all but --eval-split).",
+            rich_help_panel=DATA,
+            show_default=False,
+        ),
+    ] = None,
+    eval_split: Annotated[
+        str,
+        typer.Option(help="Held-out split for text->image retrieval at the end ('' for none).", rich_help_panel=DATA),
+    ] = "test",
     augment: Annotated[bool, typer.Option(help="Random crops, blur, noise and erasing.", rich_help_panel=DATA)] = True,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out exactly (its options "
-                                         "are reused).", rich_help_panel=RUN)] = False,
-    checkpoint_every: Annotated[int, typer.Option(help="Save train_state.pt every N steps (and always at the end "
-                                                  "and on Ctrl-C).", rich_help_panel=RUN)] = 500,
-    max_steps: Annotated[int | None, typer.Option(help="Stop (resumably) at this step; the schedule still spans "
-                                                  "--epochs.", rich_help_panel=RUN, show_default=False)] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this many minutes.",
-                                                      rich_help_panel=RUN, show_default=False)] = None,
-    export_dtype: Annotated[str, typer.Option(help="fp16 (half the size) or fp32 weights in the exported model.",
-                                              rich_help_panel=RUN)] = "fp16",
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's choice); on a busy machine 1 "
-                                                "can be faster. Resume with the same value for bit-identical "
-                                                "weights.", rich_help_panel=RUN, show_default=False)] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run saved in --out exactly (its options are reused).", rich_help_panel=RUN
+        ),
+    ] = False,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            help="Save train_state.pt every N steps (and always at the end and on Ctrl-C).", rich_help_panel=RUN
+        ),
+    ] = 500,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop (resumably) at this step; the schedule still spans --epochs.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop (resumably) after this many minutes.", rich_help_panel=RUN, show_default=False),
+    ] = None,
+    export_dtype: Annotated[
+        str, typer.Option(help="fp16 (half the size) or fp32 weights in the exported model.", rich_help_panel=RUN)
+    ] = "fp16",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads (default: torch's choice); on a busy machine 1 "
+            "can be faster. Resume with the same value for bit-identical "
+            "weights.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Train a small open_clip CLIP from scratch (or fine-tune one); the result loads with --clip local-dir:OUT."""

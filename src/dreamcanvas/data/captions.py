@@ -31,7 +31,6 @@ TRUNCATED_LENGTHS = range(23, 26)
 length the last word is a cut-off fragment, almost always of the author's name."""
 
 
-
 def _word_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
@@ -56,12 +55,15 @@ AUTHORS = _word_set(
 """First words of openclipart authors' names, found by reading the package's file names: a name is cut at
 the first of them (what follows is the rest of the author's name, or noise)."""
 
-JARGON = _word_set("alt app application applications apps aiga bw bwh clipart gnome gtk icon icons jpg kde mime "
-                   "openclipart openclipa pckg plastik png pt rpg step stock svg theme vnd")
+JARGON = _word_set(
+    "alt app application applications apps aiga bw bwh clipart gnome gtk icon icons jpg kde mime "
+    "openclipart openclipa pckg plastik png pt rpg step stock svg theme vnd"
+)
 """Icon-theme and file-format words that name no visible thing."""
 
-FOREIGN_FILLERS = _word_set("di e del della dei degli con per da sul sulla nella il la le lo gli un una du des et au "
-                            "avec")
+FOREIGN_FILLERS = _word_set(
+    "di e del della dei degli con per da sul sulla nella il la le lo gli un una du des et au avec"
+)
 """Italian and French articles and prepositions, frequent in openclipart titles."""
 
 TRAILING_FILLERS = _word_set("a an and by for in of on the to with")
@@ -89,8 +91,10 @@ TRANSLATIONS = {
 }  # fmt: skip
 """The most frequent foreign words in openclipart titles, in English."""
 
-FOLDER_SKIP = _word_set("action actions apps applications device devices emblems examples filesystems generic icons "
-                        "mimetypes special stock unsorted duplicates")
+FOLDER_SKIP = _word_set(
+    "action actions apps applications device devices emblems examples filesystems generic icons "
+    "mimetypes special stock unsorted duplicates"
+)
 """Folder names that say nothing about what a picture shows."""
 
 

@@ -178,8 +178,11 @@ def select_clipart(root: Path, seed: int) -> tuple[list[Path], dict[str, int]]:
     rng = random.Random(seed)
     for folder, files in by_capped.items():
         kept.extend(rng.sample(files, min(len(files), CAPPED_DIRS[folder])))
-    return sorted(kept), {"dropped_textures": dropped, "capped": sum(map(len, by_capped.values())) - sum(
-        min(len(files), CAPPED_DIRS[folder]) for folder, files in by_capped.items())}
+    return sorted(kept), {
+        "dropped_textures": dropped,
+        "capped": sum(map(len, by_capped.values()))
+        - sum(min(len(files), CAPPED_DIRS[folder]) for folder, files in by_capped.items()),
+    }
 
 
 def crop_to_content(image: Image.Image) -> Image.Image | None:
@@ -559,11 +562,19 @@ def make_manifest(entries: list[Entry], captions: str, size: int, seed: int, fra
         "split_fractions": dict(zip(SPLITS, fractions, strict=True)),
         "split_rule": "sha256(f'{seed}:{concept}') -> a | b | test",
         "sources": {
-            "openclipart": {"root": str(openclipart_root), "package": "openclipart-png",
-                            "dropped_dirs": list(DROPPED_DIRS), "capped_dirs": CAPPED_DIRS, **selection,
-                            "skipped": dict(sorted(skipped.items()))},
-            "emoji": {"font": str(emoji_font) if emoji_font else None, "package": "fonts-noto-color-emoji",
-                      "limit": emoji_limit},
+            "openclipart": {
+                "root": str(openclipart_root),
+                "package": "openclipart-png",
+                "dropped_dirs": list(DROPPED_DIRS),
+                "capped_dirs": CAPPED_DIRS,
+                **selection,
+                "skipped": dict(sorted(skipped.items())),
+            },
+            "emoji": {
+                "font": str(emoji_font) if emoji_font else None,
+                "package": "fonts-noto-color-emoji",
+                "limit": emoji_limit,
+            },
             "synthetic": dict(sorted(made.items())),
         },
         "counts": {

@@ -50,7 +50,9 @@ def default_run_dir(root: Path, prompt: str, today: dt.date | None = None) -> Pa
 def check_new_run_dir(path: Path) -> None:
     """An explicit ``--out`` must not exist: we never overwrite a run."""
     if path.exists():
-        raise DreamcanvasError(f"output folder {path} already exists; choose another --out (runs are never overwritten)")
+        raise DreamcanvasError(
+            f"output folder {path} already exists; choose another --out (runs are never overwritten)"
+        )
 
 
 def create_run_dir(path: Path) -> Path:

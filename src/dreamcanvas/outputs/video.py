@@ -24,7 +24,13 @@ def write_mp4(frames: list[Path], path: Path, fps: int) -> Path:
         width, height = first.size
     size = (_even(width), _even(height))
     writer = imageio_ffmpeg.write_frames(
-        str(path), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8, macro_block_size=2,
+        str(path),
+        size,
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        quality=8,
+        macro_block_size=2,
         ffmpeg_log_level="error",
     )
     writer.send(None)  # start the encoder

@@ -93,7 +93,9 @@ def random_perceptor(arch: str) -> ClipPerceptor:
     """An open_clip architecture with random weights: same compute as the real one, for benchmarks."""
     model = open_clip.create_model(arch, pretrained=None)
     preprocess = model.visual.preprocess_cfg
-    return ClipPerceptor(arch, model, open_clip.get_tokenizer(arch), tuple(preprocess["mean"]), tuple(preprocess["std"]))
+    return ClipPerceptor(
+        arch, model, open_clip.get_tokenizer(arch), tuple(preprocess["mean"]), tuple(preprocess["std"])
+    )
 
 
 def save_local_dir(

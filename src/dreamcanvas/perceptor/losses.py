@@ -14,9 +14,7 @@ def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
 
 
-def prompt_loss(
-    image_embeds: torch.Tensor, target_embeds: torch.Tensor, weight: float, stop: float
-) -> torch.Tensor:
+def prompt_loss(image_embeds: torch.Tensor, target_embeds: torch.Tensor, weight: float, stop: float) -> torch.Tensor:
     """Weighted distance from every cutout embedding ``(n, d)`` to every target embedding ``(k, d)``.
 
     A negative weight pushes away. Distances below ``stop`` (after the sign) still count in the reported

@@ -550,5 +550,3 @@ def write_report(options: TrainOptions, result: TrainResult, fingerprint: str) -
         "corpus_captions_sha256": corpus.get("captions_sha256"),
     }
     (options.out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
