@@ -43,7 +43,7 @@ def fail(message: str, exit_code: int = 2) -> None:
 def _warning_as_one_line(show: object) -> object:
     """Our warnings as ``dreamcanvas: warning: ...`` on stderr; everyone else's as Python prints them."""
 
-    def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    def showwarning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, DreamcanvasWarning):
             print(f"dreamcanvas: warning: {message}", file=sys.stderr)
         else:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(" ".join(error.format_message().split()), error.exit_code)
 
 
-COMMAND_MODULES = ["generate", "models", "train_clip", "data", "score"]
+COMMAND_MODULES = ["generate", "models", "train_clip", "train_vqgan", "data", "score"]
 """Modules of :mod:`dreamcanvas.cli` that add commands to :data:`app` when imported."""
 
 

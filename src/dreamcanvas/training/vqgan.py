@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -57,7 +58,6 @@ BETA = 0.25
 """Commitment weight: how strongly the encoder is pulled towards the codebook (taming and VQ-VAE use 0.25)."""
 ADAM_BETAS = (0.5, 0.9)
 """taming's: a short momentum memory keeps the generator/discriminator game from oscillating."""
-WARMUP_STEPS = 100
 GRID_PICTURES = 8
 MAX_SCORED = 512
 """Held-out pictures scored for ``metrics.json`` (evenly spaced): enough for a stable mean, in seconds."""
@@ -73,16 +73,17 @@ class TrainVQGANConfig:
     data_dir: Path
     out: Path
     size: int = 64
-    steps: int = 20_000
+    steps: int = 10_000
     batch_size: int = 8
     lr: float = 2e-4
+    warmup_steps: int = 100
     seed: int = 0
     n_embed: int = 1024
     embed_dim: int = 64
     ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 1
-    disc_start: int = 5_000
+    disc_start: int = 4_000
     disc_weight: float = 0.8
     disc_ndf: int = 64
     disc_layers: int = 3
@@ -115,7 +116,7 @@ class StepInfo:
     losses: dict[str, float]
     steps_per_s: float
     codes_used: float
-    """Fraction of codebook rows picked since the last dead-code check."""
+    """Fraction of codebook rows picked between the last two dead-code checks (so far, before the first)."""
     restarted: int = 0
 
 
@@ -149,8 +150,8 @@ def validate(config: TrainVQGANConfig) -> None:
                  "disc_layers", "sample_every", "checkpoint_every"):  # fmt: skip
         if getattr(config, name) < 1:
             raise DreamcanvasError(f"--{name.replace('_', '-')} must be at least 1")
-    if config.disc_start < 0 or config.restart_every < 0:
-        raise DreamcanvasError("--disc-start and --restart-every cannot be negative")
+    if min(config.disc_start, config.restart_every, config.warmup_steps) < 0:
+        raise DreamcanvasError("--disc-start, --restart-every and --warmup-steps cannot be negative")
     if any(config.ch * m % 32 for m in config.ch_mult):
         raise DreamcanvasError(f"--ch {config.ch} times each --ch-mult must be a multiple of 32 (group norm)")
     factor = 2 ** (len(config.ch_mult) - 1)
@@ -170,6 +171,7 @@ def open_picture(path: Path, size: int) -> torch.Tensor:
     """``(3, h, w)`` uint8, shorter side ``size``: transparency over white, the aspect ratio kept."""
     try:
         with Image.open(path) as opened:
+            opened.draft("RGB", (size, size))  # JPEGs: decode at a fraction of full size, still >= size
             picture = opened.convert("RGBA")
     except (OSError, ValueError) as error:
         raise DreamcanvasError(f"cannot read picture {path}: {error}") from None
@@ -240,8 +242,8 @@ class Pictures:
         return torch.stack(crops).float() / 255
 
     def _random_crop(self, picture: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        top, left, flip = (int(torch.randint(n, (1,), generator=generator))
-                           for n in (picture.shape[1] - self.size + 1, picture.shape[2] - self.size + 1, 2))  # fmt: skip
+        room = (picture.shape[1] - self.size + 1, picture.shape[2] - self.size + 1, 2)
+        top, left, flip = (int(torch.randint(n, (1,), generator=generator)) for n in room)
         crop = picture[:, top : top + self.size, left : left + self.size]
         return crop.flip(-1) if flip else crop
 
@@ -254,7 +256,10 @@ class Pictures:
 
 
 # --------------------------------------------------------------------------------------------- losses
-def quantize_for_training(latent: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def quantize_for_training(latent: torch.Tensor, codebook: torch.Tensor) -> Tensors3:
     """(straight-through quantised latent, codes, codebook + BETA * commitment loss).
 
     The decoder's gradient reaches only the encoder (straight through); the codebook learns from its own
@@ -330,7 +335,7 @@ class Run:
 
 def set_lr(run: Run, config: TrainVQGANConfig) -> None:
     """Linear warmup over the first steps, then constant (so ``steps`` can grow on resume)."""
-    lr = config.lr * min(1.0, (run.step + 1) / WARMUP_STEPS)
+    lr = config.lr * min(1.0, (run.step + 1) / max(config.warmup_steps, 1))
     for group in (*run.opt_g.param_groups, *run.opt_d.param_groups):
         group["lr"] = lr
 
@@ -408,7 +413,7 @@ def score(model: VQGAN, images: torch.Tensor, n_embed: int) -> dict[str, float]:
     recon, codes = reconstruct(model, images)
     mse = (recon - images).pow(2).mean().item()
     return {"l1": round((recon - images).abs().mean().item(), 5),
-            "psnr": round(10 * np.log10(1 / max(mse, 1e-10)), 3),
+            "psnr": round(10 * math.log10(1 / max(mse, 1e-10)), 3),
             "codes_used": round(len(codes.unique()) / n_embed, 4)}  # fmt: skip
 
 
@@ -450,7 +455,10 @@ def load_state(out: Path) -> dict[str, Any]:
     path = out / STATE_NAME
     if not path.is_file():
         raise DreamcanvasError(f"--resume: {path} does not exist (nothing to resume in {out})")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors, numbers, strings and containers only: nothing in it runs code when loaded
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DreamcanvasError(f"--resume: cannot read {path} ({str(error).splitlines()[0][:200]})") from None
 
 
 def _comparable(value: Any) -> Any:
@@ -517,6 +525,7 @@ def train_vqgan(config: TrainVQGANConfig, resume: bool = False, on_step: Callabl
 
 def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo], None] | None,
            log: Callable[[str], None]) -> TrainVQGANResult:  # fmt: skip
+    log(f"reading the pictures under {config.data_dir}")
     data = Pictures.load(config.data_dir, config.size, config.val_fraction)
     run = Run.create(config)
     if resume:
@@ -528,6 +537,7 @@ def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo],
         f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters, f={run.model.factor}")  # fmt: skip
     fixed = data.views(data.train, GRID_PICTURES)
     started, first_step = time.monotonic(), run.step
+    used = (run.usage > 0).float().mean().item()
 
     def rate() -> float:
         return (run.step - first_step) / max(time.monotonic() - started, 1e-9)
@@ -540,11 +550,14 @@ def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo],
             losses, latent = train_step(run, data.batch(run.step, config.batch_size, config.seed), config)
             run.step += 1
             run.l1.append(round(losses["l1"], 5))
-            used, restarted = (run.usage > 0).float().mean().item(), 0
+            restarted = 0
             if config.restart_every and run.step % config.restart_every == 0:
+                used = (run.usage > 0).float().mean().item()
                 generator = torch.Generator().manual_seed(config.seed * 7_919 + run.step)
                 restarted = restart_dead_codes(run.model.codebook, run.usage, latent, generator)
                 run.usage.zero_()
+            elif not config.restart_every or run.step < config.restart_every:  # no full window yet: so far
+                used = (run.usage > 0).float().mean().item()
             if run.step % config.sample_every == 0:
                 save_grid(fixed, reconstruct(run.model, fixed)[0], sample_path(config.out, run.step))
             if run.step % config.checkpoint_every == 0 and run.step < config.steps:

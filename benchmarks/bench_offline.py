@@ -1,0 +1,160 @@
+"""Does the bundled guide draw what was asked? The offline acceptance run, scored by the held-out judge.
+
+    python benchmarks/bench_offline.py --corpus /tmp/dc-corpus [--guide bundled:guide] [--judge bundled:judge]
+
+For every prompt, `dreamcanvas generate` draws with the guide alone (Fourier, 128², 200 steps by default);
+then the judge - trained on the other half of the corpus, never used while drawing - ranks the prompt
+among 9 distractor prompts for that picture. Prompts are held-out concepts: colour-and-shape combinations
+that are in neither model's training half (their words are, their combination is not), alone and on a
+contrasting background, read from the corpus' test split. Unseen object words (clip-art and emoji concepts of
+the test split) are reported apart, as a harder, honest control.
+
+Columns: rank 1 rate among 10 prompts (chance 10 %), a shape-only check (distractors of the same colour and
+other shapes), and for comparison the judge's rate on *real* held-out corpus pictures of the same concepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dreamcanvas.data.clipart import SHAPES
+from dreamcanvas.engine import generate
+from dreamcanvas.outputs.png import load_image
+from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
+from dreamcanvas.settings import GenerateSettings
+
+BACKGROUND_FOR = {
+    "red": "green",
+    "green": "red",
+    "blue": "yellow",
+    "yellow": "blue",
+    "purple": "yellow",
+    "pink": "green",
+    "orange": "blue",
+    "brown": "yellow",
+    "black": "white",
+    "grey": "orange",
+}
+"""A contrasting background colour for each object colour, for the "on a ... background" prompts."""
+
+
+def held_out_prompts(corpus: Path) -> tuple[list[tuple[str, str, str]], list[str], dict[str, list[Path]]]:
+    """(colour, shape, prompt) of held-out colour x shape concepts, unseen object prompts, real test pictures."""
+    rows = [json.loads(line) for line in (corpus / "captions.jsonl").read_text().splitlines()]
+    test = [row for row in rows if row["split"] == "test"]
+    combos, objects, pictures = set(), set(), {}
+    for row in test:
+        words = row["concept"].split()
+        if row["source"] == "synthetic" and len(words) == 2 and words[1] in SHAPES and words[0] in BACKGROUND_FOR:
+            combos.add((words[0], words[1]))
+            pictures.setdefault(f"a {row['concept']}", []).append(corpus / row["file"])
+        elif row["source"] == "emoji":
+            objects.add(f"a {row['concept']}")
+    shape_prompts = [(c, s, f"a {c} {s}") for c, s in sorted(combos)]
+    shape_prompts += [(c, s, f"a {c} {s} on a {BACKGROUND_FOR[c]} background") for c, s in sorted(combos)]
+    return shape_prompts, sorted(objects), pictures
+
+
+@torch.no_grad()
+def rank_of(judge: ClipPerceptor, picture: torch.Tensor, prompt: str, distractors: list[str]) -> int:
+    texts = judge.encode_text([prompt, *distractors])
+    similarity = (judge.encode_image(picture) @ texts.T)[0]
+    return 1 + int((similarity[1:] > similarity[0]).sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=Path("/tmp/dc-corpus"))
+    parser.add_argument("--guide", default="bundled:guide")
+    parser.add_argument("--judge", default="bundled:judge")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--cutn", type=int, default=24)
+    parser.add_argument("--cut-pow", type=float, default=1.0)
+    parser.add_argument("--generator", default="fourier")
+    parser.add_argument("--distractors", type=int, default=9)
+    parser.add_argument("--objects", type=int, default=10, help="unseen object prompts to try as a control")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    guide, judge = load_perceptor(args.guide), load_perceptor(args.judge)
+    shape_prompts, object_prompts, real = held_out_prompts(args.corpus)
+    rng = random.Random(args.seed)
+    all_shape_texts = [p for *_, p in shape_prompts]
+    print(
+        f"guide {args.guide}, judge {args.judge}; {args.generator} {args.size}², {args.steps} steps, "
+        f"cutn {args.cutn}, cut_pow {args.cut_pow}, {torch.get_num_threads()} threads"
+    )
+    print()
+    print("| prompt | rank among 10 | shape-only rank | real pictures rank 1 | seconds |")
+    print("|---|---|---|---|---|")
+
+    def draw(prompt: str) -> tuple[torch.Tensor, float]:
+        settings = GenerateSettings(
+            prompts=[prompt],
+            generator=args.generator,
+            width=args.size,
+            height=args.size,
+            iterations=args.steps,
+            cutn=args.cutn,
+            cut_pow=args.cut_pow,
+            seed=args.seed,
+            save_every=args.steps,
+            clip_models=[args.guide],
+        )
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = generate(settings, Path(tmp) / "run", perceptors=[guide])
+            picture = load_image(result.image_path)
+        return picture, time.perf_counter() - start
+
+    firsts, shape_firsts, real_firsts, real_total, times = 0, 0, 0, 0, []
+    for colour, shape, prompt in shape_prompts:
+        picture, seconds = draw(prompt)
+        times.append(seconds)
+        distractors = rng.sample([t for t in all_shape_texts if t != prompt], args.distractors)
+        rank = rank_of(judge, picture, prompt, distractors)
+        same_colour = [prompt.replace(f"{colour} {shape}", f"{colour} {other}") for other in SHAPES if other != shape]
+        shape_rank = rank_of(judge, picture, prompt, same_colour)
+        real_note = ""
+        key = f"a {colour} {shape}"
+        if prompt == key and real.get(key):
+            hits = [rank_of(judge, load_image(p), prompt, distractors) == 1 for p in real[key][:10]]
+            real_firsts, real_total = real_firsts + sum(hits), real_total + len(hits)
+            real_note = f"{sum(hits)}/{len(hits)}"
+        firsts += rank == 1
+        shape_firsts += shape_rank == 1
+        print(
+            f"| {prompt} | {rank} | {shape_rank} of {len(same_colour) + 1} | {real_note} | {seconds:.0f} |", flush=True
+        )
+
+    object_firsts, objects = 0, rng.sample(object_prompts, min(args.objects, len(object_prompts)))
+    for prompt in objects:
+        picture, seconds = draw(prompt)
+        distractors = rng.sample([t for t in object_prompts if t != prompt], args.distractors)
+        rank = rank_of(judge, picture, prompt, distractors)
+        object_firsts += rank == 1
+        print(f"| (unseen object) {prompt} | {rank} | | | {seconds:.0f} |", flush=True)
+
+    n = len(shape_prompts)
+    print()
+    print(
+        f"held-out colour x shape prompts: judge ranks the prompt first for {firsts}/{n} = {100 * firsts / n:.0f} % "
+        f"(chance {100 / (args.distractors + 1):.0f} %); shape alone {shape_firsts}/{n}; "
+        f"real held-out pictures {real_firsts}/{real_total}"
+    )
+    print(
+        f"unseen object words: {object_firsts}/{len(objects)}; "
+        f"seconds per picture: median {sorted(times)[len(times) // 2]:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

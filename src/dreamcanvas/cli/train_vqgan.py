@@ -1,0 +1,225 @@
+"""``dreamcanvas train vqgan``: train a small VQGAN on a folder of pictures (yours, or a corpus)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dreamcanvas.cli import train_app
+
+if TYPE_CHECKING:
+    from dreamcanvas.training.vqgan import StepInfo
+
+MODEL = "Model"
+GAN = "Discriminator"
+SCHEDULE = "Schedule"
+RUN = "Run"
+
+
+@train_app.command("vqgan", no_args_is_help=True)
+def train_vqgan_command(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of pictures (png, jpg, webp; sub-folders too), e.g. a couple of hundred of your paintings."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where model.yaml + model.ckpt (taming format), samples/, metrics.json and train_state.pt go.",
+            show_default=False,
+        ),
+    ],
+    size: Annotated[
+        int,
+        typer.Option(
+            help="Training crops are SIZE x SIZE pixels (pictures are scaled so their shorter side is SIZE).",
+            rich_help_panel=MODEL,
+        ),
+    ] = 64,
+    n_embed: Annotated[
+        int, typer.Option(help="Codebook rows (the 'words' a picture is written with).", rich_help_panel=MODEL)
+    ] = 1024,
+    embed_dim: Annotated[int, typer.Option(help="Length of each codebook row.", rich_help_panel=MODEL)] = 64,
+    ch: Annotated[
+        int,
+        typer.Option(
+            help="Base width of encoder and decoder (times --ch-mult a multiple of 32).", rich_help_panel=MODEL
+        ),
+    ] = 64,
+    ch_mult: Annotated[
+        str,
+        typer.Option(
+            help="Width multipliers per level; N levels shrink pictures 2^(N-1) times (1,2,2,2: 64 px -> 8x8 codes).",
+            rich_help_panel=MODEL,
+        ),
+    ] = "1,2,2,2",
+    num_res_blocks: Annotated[
+        int, typer.Option(help="Residual blocks per level (the decoder has one more).", rich_help_panel=MODEL)
+    ] = 1,
+    disc_start: Annotated[
+        int,
+        typer.Option(
+            help="Step from which the patch discriminator trains and sharpens the "
+            "decoder; before it, reconstruction only.",
+            rich_help_panel=GAN,
+        ),
+    ] = 4000,
+    disc_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the adversarial term relative to the reconstruction gradient (taming's adaptive weight).",
+            rich_help_panel=GAN,
+        ),
+    ] = 0.8,
+    steps: Annotated[
+        int,
+        typer.Option(help="Train until this step; with --resume, raise it to train longer.", rich_help_panel=SCHEDULE),
+    ] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.", rich_help_panel=SCHEDULE)] = 8,
+    lr: Annotated[
+        float,
+        typer.Option(help="Adam learning rate of both networks (constant after the warmup).", rich_help_panel=SCHEDULE),
+    ] = 2e-4,
+    warmup_steps: Annotated[
+        int, typer.Option(help="Steps over which the learning rate rises linearly to --lr.", rich_help_panel=SCHEDULE)
+    ] = 100,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seeds the weights, batch order, crops, flips and codebook restarts.", rich_help_panel=SCHEDULE
+        ),
+    ] = 0,
+    restart_every: Annotated[
+        int,
+        typer.Option(
+            help="Every N steps, move unused codebook rows onto encoder outputs (0: never).", rich_help_panel=SCHEDULE
+        ),
+    ] = 100,
+    precision: Annotated[
+        str, typer.Option(help="bf16 (autocast; about 2.5x faster on CPUs with AMX) or fp32.", rich_help_panel=SCHEDULE)
+    ] = "bf16",
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the pictures held out (the same ones every time) and scored in metrics.json.",
+            rich_help_panel=SCHEDULE,
+        ),
+    ] = 0.1,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run saved in --out exactly (its options are reused).", rich_help_panel=RUN
+        ),
+    ] = False,
+    sample_every: Annotated[
+        int,
+        typer.Option(
+            help="Write samples/step_NNNNNN.png (originals above reconstructions) every N steps.", rich_help_panel=RUN
+        ),
+    ] = 500,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            help="Save train_state.pt and the model every N steps (and always at the end and on Ctrl-C).",
+            rich_help_panel=RUN,
+        ),
+    ] = 500,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop (resumably) after this many minutes.", rich_help_panel=RUN, show_default=False),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads (default: torch's choice); on a busy machine 1 "
+            "is often faster. Resume with the same value for bit-identical "
+            "weights.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    export_dtype: Annotated[
+        str, typer.Option(help="fp32, or fp16 for half the file size (loads as fp32).", rich_help_panel=RUN)
+    ] = "fp32",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+) -> None:
+    """Train a VQGAN on your pictures; the result works with --generator vqgan --vqgan-model local:OUT."""
+    from dreamcanvas.training.vqgan import TrainVQGANConfig, parse_ch_mult, resumed_config, train_vqgan
+
+    config = TrainVQGANConfig(
+        data_dir=data_dir, out=out, size=size, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+        seed=seed, n_embed=n_embed,
+        embed_dim=embed_dim, ch=ch, ch_mult=parse_ch_mult(ch_mult), num_res_blocks=num_res_blocks,
+        disc_start=disc_start, disc_weight=disc_weight, restart_every=restart_every, val_fraction=val_fraction,
+        precision=precision, sample_every=sample_every, checkpoint_every=checkpoint_every, max_minutes=max_minutes,
+        threads=threads, export_dtype=export_dtype,
+    )  # fmt: skip
+    if resume:
+        # by name: typer >= 0.20 vendors its own click, whose ParameterSource is not click.core's
+        explicit = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+        config = resumed_config(config, explicit)
+    log = (lambda message: None) if quiet else _print
+    if quiet:
+        result = train_vqgan(config, resume=resume, log=log)
+    else:
+        with _TrainProgress() as progress:
+            result = train_vqgan(config, resume=resume, on_step=progress, log=log)
+    state = "finished" if result.finished else "stopped (continue with --resume)"
+    log(f"{state} at step {result.steps}/{result.total_steps}, {result.steps_per_s:.2f} steps/s; "
+        f"use it with --generator vqgan --vqgan-model local:{result.out}")  # fmt: skip
+    held_out = result.metrics.get("held_out")
+    if held_out:
+        log(f"held-out reconstruction: L1 {held_out['l1']:.4f}, PSNR {held_out['psnr']:.1f} dB, "
+            f"{held_out['codes_used']:.0%} of the codebook used")  # fmt: skip
+
+
+def _print(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(message)
+
+
+class _TrainProgress:
+    """A rich bar with %, steps, it/s, the losses and codebook use; its instance is the loop's ``on_step``."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]train vqgan"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
+            TextColumn("[cyan]{task.fields[rate]} it/s"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=Console(stderr=True),
+        )  # fmt: skip
+        self.task = self.progress.add_task("train", total=None, rate="-", losses="")
+        self.started = False
+
+    def __enter__(self) -> _TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, info: StepInfo) -> None:
+        if not self.started:  # a resumed run starts part-way: no jump from 0 in the speed estimate
+            self.progress.reset(self.task, total=info.total, completed=info.step - 1)
+            self.started = True
+        losses = " ".join(f"{name} {value:.3f}" for name, value in info.losses.items())
+        self.progress.update(self.task, total=info.total, completed=info.step, rate=f"{info.steps_per_s:.2f}",
+                             losses=f"{losses} codes {info.codes_used:.0%}")  # fmt: skip
