@@ -666,3 +666,12 @@ def test_vqgan_clip_run_lowers_the_loss_and_resumes_exactly(tiny_dir, tmp_path, 
     resumed = resume(tmp_path / "stopped")
     assert resumed.losses == straight.losses
     assert resumed.image_path.read_bytes() == straight.image_path.read_bytes()
+
+
+def test_bundled_vqgan_resolves_inside_the_package(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "bundled_dir", lambda name: tiny_dir if name == "vqgan" else tmp_path / name)
+    generator = tiny_generator(tiny_dir, vqgan_model="bundled:vqgan")
+    assert generator().shape[-2:] == (16, 16)
+    with pytest.raises(DreamcanvasError, match="no bundled VQGAN 'bundled:nothing'"):
+        tiny_generator(tiny_dir, vqgan_model="bundled:nothing")
+    assert oct((tiny_dir / "model.ckpt").stat().st_mode & 0o777) == "0o644"

@@ -73,6 +73,7 @@ def bundled_dir(name: str) -> Path:
 
 
 def bundled_models() -> list[str]:
+    """Names of the bundled CLIP models (folders with an ``open_clip_config.json``)."""
     root = bundled_dir("")
     return sorted(p.name for p in root.iterdir() if (p / "open_clip_config.json").is_file()) if root.is_dir() else []
 

@@ -137,13 +137,18 @@ def _forgive_missing_vqgan_keys(module: nn.Module, incompatible_keys: Any) -> No
 
 
 def resolve_vqgan_files(spec: str) -> tuple[Path, Path]:
-    """``(config.yaml, checkpoint.ckpt)`` for a registered name or ``local:PATH``.
+    """``(config.yaml, checkpoint.ckpt)`` for a registered name, ``bundled:NAME`` or ``local:PATH``.
 
     ``PATH`` is a folder holding exactly one ``.yaml`` and one ``.ckpt``, or a ``.ckpt`` whose config is
     a sibling ``.yaml`` of the same name or the only ``.yaml`` beside it.
     """
     if spec.startswith(LOCAL_PREFIX):
         return _local_files(Path(spec[len(LOCAL_PREFIX) :]).expanduser())
+    if spec.startswith(weights.BUNDLED_PREFIX):
+        folder = weights.bundled_dir(spec[len(weights.BUNDLED_PREFIX) :])
+        if not folder.is_dir():
+            raise DreamcanvasError(f"no bundled VQGAN {spec!r} in this installation")
+        return _local_files(folder)
     if Path(spec).suffix in (".ckpt", ".yaml", ".yml"):
         raise DreamcanvasError(f"--vqgan-model {spec!r} looks like a path: write local:{spec}")
     source = weights.find_source(spec)

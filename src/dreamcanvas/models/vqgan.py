@@ -549,6 +549,7 @@ def _write_atomically(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; weights are meant to be shared and bundled
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
