@@ -1,8 +1,9 @@
-"""A rich progress bar for the loop: %, steps, it/s, ETA and the current loss, on stderr."""
+"""Progress bars on stderr: %, steps, speed, elapsed, ETA and a status text (the loss), for every loop."""
 
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -18,7 +19,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from dreamcanvas.engine import StepReport
+if TYPE_CHECKING:
+    from dreamcanvas.engine import StepReport
 
 
 class SpeedColumn(ProgressColumn):
@@ -31,13 +33,12 @@ class SpeedColumn(ProgressColumn):
         return Text(f"{speed:.2f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it", style="cyan")
 
 
-class LoopProgress:
-    """Context manager whose instance is the engine's ``on_step`` callback."""
+class StepProgress:
+    """A context manager around one rich bar; ``update`` after every step."""
 
-    def __init__(self, description: str, total: int | None, completed: int = 0, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+    def __init__(self, label: str, total: int | None = None, console: Console | None = None) -> None:
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             TaskProgressColumn(),
             MofNCompleteColumn(),
@@ -45,17 +46,28 @@ class LoopProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            console=self.console,
+            TextColumn("{task.fields[status]}"),
+            console=console or Console(stderr=True),
         )
-        self.task = self.progress.add_task(description, total=total, completed=completed, loss="-")
+        self.task = self.progress.add_task(label, total=total, status="")
+        self.started = False
 
-    def __enter__(self) -> LoopProgress:
+    def __enter__(self) -> StepProgress:
         self.progress.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.progress.stop()
 
+    def update(self, step: int, total: int | None = None, status: str = "") -> None:
+        if not self.started:  # a resumed run starts part-way: no jump from 0 in the speed estimate
+            self.progress.reset(self.task, total=total, completed=step - 1)
+            self.started = True
+        self.progress.update(self.task, total=total, completed=step, status=status)
+
+
+class LoopProgress(StepProgress):
+    """The bar of ``dreamcanvas generate``: its instance is the engine's ``on_step`` callback."""
+
     def __call__(self, report: StepReport) -> None:
-        self.progress.update(self.task, completed=report.step, loss=f"{report.loss:.4f}")
+        self.update(report.step, report.total, f"loss {report.loss:.4f}")

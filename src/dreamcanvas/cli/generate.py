@@ -256,7 +256,7 @@ def _with_progress(quiet: bool, total: int, done: int, run: Callable[[StepCallba
         return run(None)
     from dreamcanvas.progress import LoopProgress
 
-    with LoopProgress("drawing", total if total > 0 else None, done) as progress:
+    with LoopProgress("drawing", total if total > 0 else None) as progress:
         return run(progress)
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dreamcanvas.cli import train_app
+from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
     from dreamcanvas.training.clip import StepInfo
@@ -140,7 +141,7 @@ def train_clip_command(
     if quiet:
         result = train_clip(options, resume=resume, log=log)
     else:
-        with _TrainProgress(options.batch_size) as progress:
+        with _TrainClipProgress("train clip") as progress:
             result = train_clip(options, resume=resume, on_step=progress, log=log)
     state = "finished" if result.finished else "stopped (continue with --resume)"
     log(f"{state} at step {result.steps}/{result.total_steps}, {result.samples_per_s:.0f} samples/s; "
@@ -156,35 +157,8 @@ def _print(message: str) -> None:
     Console(stderr=True, highlight=False).print(message)
 
 
-class _TrainProgress:
-    """A rich bar with %, steps, samples/s and the loss; its instance is the training loop's ``on_step``."""
-
-    def __init__(self, batch_size: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]train clip"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rate]} samples/s"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), TextColumn("loss {task.fields[loss]}"), console=Console(stderr=True),
-        )  # fmt: skip
-        self.task = self.progress.add_task("train", total=None, rate="-", loss="-")
-
-    def __enter__(self) -> _TrainProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+class _TrainClipProgress(StepProgress):
+    """The shared bar, fed with the loss and samples/s of every step."""
 
     def __call__(self, info: StepInfo) -> None:
-        self.progress.update(self.task, total=info.total, completed=info.step, rate=f"{info.samples_per_s:.0f}",
-                             loss=f"{info.loss:.3f}")  # fmt: skip
+        self.update(info.step, info.total, f"loss {info.loss:.3f}  {info.samples_per_s:.0f} samples/s")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dreamcanvas.cli import train_app
+from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
     from dreamcanvas.training.vqgan import StepInfo
@@ -169,7 +170,7 @@ def train_vqgan_command(
     if quiet:
         result = train_vqgan(config, resume=resume, log=log)
     else:
-        with _TrainProgress() as progress:
+        with _TrainVQGANProgress("train vqgan") as progress:
             result = train_vqgan(config, resume=resume, on_step=progress, log=log)
     state = "finished" if result.finished else "stopped (continue with --resume)"
     log(f"{state} at step {result.steps}/{result.total_steps}, {result.steps_per_s:.2f} steps/s; "
@@ -186,40 +187,9 @@ def _print(message: str) -> None:
     Console(stderr=True, highlight=False).print(message)
 
 
-class _TrainProgress:
-    """A rich bar with %, steps, it/s, the losses and codebook use; its instance is the loop's ``on_step``."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]train vqgan"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rate]} it/s"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=Console(stderr=True),
-        )  # fmt: skip
-        self.task = self.progress.add_task("train", total=None, rate="-", losses="")
-        self.started = False
-
-    def __enter__(self) -> _TrainProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+class _TrainVQGANProgress(StepProgress):
+    """The shared bar, fed with the losses and codebook use of every step."""
 
     def __call__(self, info: StepInfo) -> None:
-        if not self.started:  # a resumed run starts part-way: no jump from 0 in the speed estimate
-            self.progress.reset(self.task, total=info.total, completed=info.step - 1)
-            self.started = True
         losses = " ".join(f"{name} {value:.3f}" for name, value in info.losses.items())
-        self.progress.update(self.task, total=info.total, completed=info.step, rate=f"{info.steps_per_s:.2f}",
-                             losses=f"{losses} codes {info.codes_used:.0%}")  # fmt: skip
+        self.update(info.step, info.total, f"{losses} codes {info.codes_used:.0%}")

@@ -37,6 +37,7 @@ from torch import nn
 
 from dreamcanvas.data.captions import Pair, load_pairs
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.training import torch_threads
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -456,17 +457,11 @@ def train_clip(options: TrainOptions, resume: bool = False, on_step: Callable[[S
                log: Callable[[str], None] = lambda message: None) -> TrainResult:  # fmt: skip
     """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the model, then re-raise.
 
-    ``options.threads`` applies for the call only. On a CPU shared with other work, one thread can beat two
-    (measured on a busy 2-core machine: 121 vs 47 samples/s in bf16), as threads wait for each other.
+    ``options.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`).
     """
     validate(options)
-    threads = torch.get_num_threads()
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    try:
+    with torch_threads(options.threads):
         return _train(options, resume, on_step, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(options: TrainOptions, resume: bool, on_step: Callable[[StepInfo], None] | None,

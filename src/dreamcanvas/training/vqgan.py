@@ -49,6 +49,7 @@ from dreamcanvas.data.captions import iter_images
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
+from dreamcanvas.training import torch_threads
 
 STATE_NAME = "train_state.pt"
 """Everything ``--resume`` needs; ``.pt``, so ``--vqgan-model local:OUT`` still sees one .yaml and one .ckpt."""
@@ -511,16 +512,11 @@ def train_vqgan(config: TrainVQGANConfig, resume: bool = False, on_step: Callabl
                 log: Callable[[str], None] = lambda message: None) -> TrainVQGANResult:  # fmt: skip
     """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the model, then re-raise.
 
-    ``config.threads`` applies for the call only (on a busy 2-core machine one thread can beat two).
+    ``config.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`).
     """
     validate(config)
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _train(config, resume, on_step, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo], None] | None,
