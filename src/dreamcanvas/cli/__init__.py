@@ -34,6 +34,21 @@ app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 
 
+def typed_flags(ctx: typer.Context) -> set[str]:
+    """Names of the parameters the user typed (not defaults): what ``--from`` and ``--resume`` may override.
+
+    Compared by name: typer >= 0.20 vendors its own click, whose ParameterSource is not ``click.core``'s.
+    """
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+
+
+def say(message: str) -> None:
+    """A message for the user on stderr (stdout stays for results scripts read)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(message)
+
+
 def fail(message: str, exit_code: int = 2) -> None:
     """Print one line on stderr and exit: the one way the CLI reports a user error."""
     print(f"dreamcanvas: error: {message}", file=sys.stderr)
@@ -80,4 +95,4 @@ def _register_commands() -> None:
         importlib.import_module(f"dreamcanvas.cli.{name}")
 
 
-__all__ = ["app", "data_app", "fail", "main", "models_app", "train_app"]
+__all__ = ["app", "data_app", "fail", "main", "models_app", "say", "train_app", "typed_flags"]

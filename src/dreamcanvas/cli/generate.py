@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dreamcanvas.cli import app
+from dreamcanvas.cli import app, typed_flags
 from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -
     from dreamcanvas.outputs.png import read_metadata
 
     stored = GenerateSettings.from_dict(read_metadata(path)["settings"])
-    typed = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+    typed = typed_flags(ctx)
     option_of = {value: key for key, value in _RENAMED.items()}
     option_of.update(width="size", height="size")
     overrides = {name: value for name, value in values.items() if option_of.get(name, name) in typed}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import train_app
+from dreamcanvas.cli import say, train_app, typed_flags
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -134,10 +134,9 @@ def train_clip_command(
         export_dtype=export_dtype, threads=threads,
     )  # fmt: skip
     if resume:
-        # by name: typer >= 0.20 vendors its own click, whose ParameterSource is not click.core's
-        explicit = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+        explicit = typed_flags(ctx)
         options = resumed_options(options, explicit)
-    log = (lambda message: None) if quiet else _print
+    log = (lambda message: None) if quiet else say
     if quiet:
         result = train_clip(options, resume=resume, log=log)
     else:
@@ -149,12 +148,6 @@ def train_clip_command(
     if result.retrieval:
         r = result.retrieval
         log(f"held-out text->image retrieval over {r['n']} captions: top-1 {r['top1']:.1%}, top-5 {r['top5']:.1%}")
-
-
-def _print(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(message)
 
 
 class _TrainClipProgress(StepProgress):

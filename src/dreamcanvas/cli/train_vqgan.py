@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import train_app
+from dreamcanvas.cli import say, train_app, typed_flags
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -163,10 +163,9 @@ def train_vqgan_command(
         threads=threads, export_dtype=export_dtype,
     )  # fmt: skip
     if resume:
-        # by name: typer >= 0.20 vendors its own click, whose ParameterSource is not click.core's
-        explicit = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+        explicit = typed_flags(ctx)
         config = resumed_config(config, explicit)
-    log = (lambda message: None) if quiet else _print
+    log = (lambda message: None) if quiet else say
     if quiet:
         result = train_vqgan(config, resume=resume, log=log)
     else:
@@ -179,12 +178,6 @@ def train_vqgan_command(
     if held_out:
         log(f"held-out reconstruction: L1 {held_out['l1']:.4f}, PSNR {held_out['psnr']:.1f} dB, "
             f"{held_out['codes_used']:.0%} of the codebook used")  # fmt: skip
-
-
-def _print(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(message)
 
 
 class _TrainVQGANProgress(StepProgress):
