@@ -80,3 +80,20 @@ def test_prompt_loss_weight_sign_and_stop_floor():
 def test_total_variation_is_zero_for_flat_pictures():
     assert total_variation(torch.full((1, 3, 8, 8), 0.3)) == 0
     assert total_variation(torch.rand(1, 3, 8, 8)) > 0
+
+
+def test_bf16_image_tower_embeds_like_fp32_and_passes_gradients(tiny_clip_spec):
+    from dreamcanvas.perceptor.clip import load_perceptor
+
+    perceptor = load_perceptor(tiny_clip_spec)
+    images = torch.rand(4, 3, 32, 32)
+    exact = perceptor.encode_image(images)
+    perceptor.use_image_dtype(torch.bfloat16)
+    assert next(perceptor.model.visual.parameters()).dtype == torch.bfloat16
+    assert next(perceptor.model.transformer.parameters()).dtype == torch.float32  # text tower untouched
+    images.requires_grad_(True)
+    fast = perceptor.encode_image(images)
+    assert fast.dtype == torch.float32
+    assert (fast * exact).sum(-1).min() > 0.99
+    fast.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0

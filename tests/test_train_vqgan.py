@@ -115,7 +115,9 @@ def test_saved_model_loads_everywhere_and_reconstructs_like_the_trained_one(stra
         bottom = torch.from_numpy(np.array(grid.convert("RGB")))[32:].permute(2, 0, 1).float()
     assert (bottom / 255 - torch.cat(list(recon), dim=2)).abs().max().item() <= 1 / 255 + 1e-6
 
-    settings = GenerateSettings(prompts=["x"], generator="vqgan", vqgan_model=f"local:{out}", width=32, height=32)
+    settings = GenerateSettings(
+        prompts=["x"], generator="vqgan", vqgan_model=f"local:{out}", width=32, height=32, precision="fp32"
+    )
     generator = VQGANGenerator.from_settings(settings)
     generator.from_image(held_out[:1])
     with torch.no_grad():

@@ -475,7 +475,7 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 def tiny_generator(folder: Path, **changes) -> VQGANGenerator:
     torch.manual_seed(changes.pop("seed", 0))
-    settings = GenerateSettings(generator="vqgan", vqgan_model=f"local:{folder}", width=16, height=16)
+    settings = GenerateSettings(generator="vqgan", vqgan_model=f"local:{folder}", width=16, height=16, precision="fp32")
     generator = create_generator(settings.replace(**changes))
     assert isinstance(generator, VQGANGenerator)
     return generator
@@ -525,6 +525,19 @@ def test_every_decoded_latent_vector_is_a_codebook_row(tiny_dir):
         assert torch.equal(before, _ClampWithGrad.apply((generator.vqgan.decode(generator.quantized_z()) + 1) / 2))
         generator.z.add_(1e-4 * torch.randn_like(generator.z))
         assert torch.equal(generator(), before)
+
+
+def test_bf16_decoder_draws_the_same_picture_within_bf16_precision(tiny_dir):
+    exact = tiny_generator(tiny_dir)
+    fast = tiny_generator(tiny_dir, precision="bf16")
+    assert fast.vqgan.decoder.conv_out.weight.dtype == torch.bfloat16
+    assert fast.vqgan.encoder.conv_in.weight.dtype == torch.float32  # only the decoder changes
+    assert torch.equal(exact.z, fast.z)
+    picture = fast()
+    assert picture.dtype == torch.float32
+    assert (picture - exact()).abs().max() < 0.05
+    picture.sum().backward()
+    assert fast.z.grad is not None and fast.z.grad.abs().sum() > 0
 
 
 def test_only_z_is_trained_and_the_vqgan_gets_no_gradient(tiny_dir):

@@ -41,7 +41,8 @@ class GenerateSettings:
     augs: list[str] = field(default_factory=lambda: list(DEFAULT_AUGS))
     tv_weight: float = 0.0
     precision: str = "auto"
-    """CLIP's image tower in ``bf16`` or ``fp32``; ``auto`` = bf16 where the CPU has native bf16 (AMX/AVX512-BF16)."""
+    """CLIP's image tower and the VQGAN decoder in ``bf16`` or ``fp32``; ``auto`` = bf16 where the CPU has native
+    bf16 (AMX / AVX512-BF16)."""
 
     # generator ---------------------------------------------------------------------------------------
     generator: str = "fourier"

@@ -19,6 +19,7 @@ from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.generators.base import Generator
 from dreamcanvas.models.vqgan import VQGAN, load_vqgan, lookup, quantize
+from dreamcanvas.perceptor.guide import resolve_precision
 from dreamcanvas.settings import GenerateSettings
 
 LOCAL_PREFIX = "local:"
@@ -63,7 +64,9 @@ class VQGANGenerator(Generator):
     name = "vqgan"
     default_lr = 0.1  # the notebook's step size, with Adam
 
-    def __init__(self, vqgan: VQGAN, width: int, height: int, init_noise: str = "none") -> None:
+    def __init__(
+        self, vqgan: VQGAN, width: int, height: int, init_noise: str = "none", decode_dtype: torch.dtype | None = None
+    ) -> None:
         if init_noise not in INIT_NOISE:
             raise DreamcanvasError(f"unknown --init-noise {init_noise!r}; choose one of: {', '.join(INIT_NOISE)}")
         f = vqgan.factor
@@ -72,6 +75,13 @@ class VQGANGenerator(Generator):
         # Frozen: the optimiser sees only z, and backward computes input gradients only (no weight
         # gradients), about as costly as the forward pass. channels_last measured no faster on CPU.
         self.vqgan = vqgan.eval().requires_grad_(False)
+        self.decode_dtype = decode_dtype or torch.float32
+        if self.decode_dtype != torch.float32:
+            # Only the decoder (run forward and backward every step) changes precision; the encoder and the
+            # codebook stay fp32. bf16 + channels_last measured ~3x faster than fp32 for the f16 decoder at
+            # 256² on an AMX CPU; channels_last alone ~1.1x.
+            for part in (self.vqgan.post_quant_conv, self.vqgan.decoder):
+                part.to(dtype=self.decode_dtype, memory_format=torch.channels_last)
         codebook = vqgan.codebook
         self.register_buffer("z_min", codebook.amin(0).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("z_max", codebook.amax(0).view(1, -1, 1, 1), persistent=False)
@@ -84,7 +94,7 @@ class VQGANGenerator(Generator):
     def from_settings(cls, settings: GenerateSettings) -> VQGANGenerator:
         config_path, checkpoint_path = resolve_vqgan_files(settings.vqgan_model)
         vqgan = load_vqgan(config_path, checkpoint_path)
-        return cls(vqgan, settings.width, settings.height, settings.init_noise)
+        return cls(vqgan, settings.width, settings.height, settings.init_noise, resolve_precision(settings.precision))
 
     @torch.no_grad()
     def _initialise(self, init_noise: str) -> None:
@@ -103,7 +113,10 @@ class VQGANGenerator(Generator):
         return quantize(self.z, self.vqgan.codebook)
 
     def forward(self) -> torch.Tensor:
-        picture = self.vqgan.decode(self.quantized_z())
+        latent = self.quantized_z()
+        if self.decode_dtype != torch.float32:
+            latent = latent.to(dtype=self.decode_dtype, memory_format=torch.channels_last)
+        picture = self.vqgan.decode(latent).float().contiguous()
         return _ClampWithGrad.apply((picture + 1) / 2)
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasWarning, ModelUnavailableError
@@ -38,6 +39,17 @@ class ClipPerceptor(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         size = model.visual.image_size
         self.image_size: int = size[0] if isinstance(size, tuple | list) else int(size)
+        self.image_dtype = torch.float32
+
+    def use_image_dtype(self, dtype: torch.dtype) -> None:
+        """Run the image tower in ``dtype`` (bf16: about 1.4x faster for ViT-B/32 on AMX CPUs).
+
+        The weights themselves are converted, not autocast: frozen weights are not in autocast's cache, so
+        autocast re-casts all of them on every call, which cost more than the bf16 matmuls saved.
+        """
+        if dtype != self.image_dtype:
+            self.model.visual.to(dtype)
+            self.image_dtype = dtype
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -52,7 +64,14 @@ class ClipPerceptor(nn.Module):
         """
         if images.shape[-2:] != (self.image_size, self.image_size):
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="bicubic", antialias=True)
-        return F.normalize(self.model.encode_image((images - self.mean) / self.std).float(), dim=-1)
+        pixels = ((images - self.mean) / self.std).to(self.image_dtype)
+        if self.image_dtype == torch.float32:
+            features = self.model.encode_image(pixels)
+        else:
+            # In bf16 the fused CPU attention's backward is ~5x slower than fp32's; the plain kernel is not.
+            with sdpa_kernel([SDPBackend.MATH]):
+                features = self.model.encode_image(pixels)
+        return F.normalize(features.float(), dim=-1)
 
 
 def load_perceptor(spec: str, *, allow_download: bool = True) -> ClipPerceptor:

@@ -6,7 +6,6 @@ and its own embedding of every prompt; the losses of all models and prompts are 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +41,8 @@ def fast_bf16_available() -> bool:
 
 
 def resolve_precision(precision: str) -> torch.dtype | None:
-    """The autocast dtype for CLIP's image tower: bf16 where the CPU is fast at it, None for plain fp32."""
+    """bf16 where the CPU is fast at it (or asked for), None for plain fp32: for CLIP's image tower and the
+    VQGAN decoder, the two networks every step runs forward and backward."""
     if precision not in PRECISIONS:
         raise DreamcanvasError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if precision == "bf16" or (precision == "auto" and fast_bf16_available()):
@@ -59,20 +59,12 @@ class ClipGuide(nn.Module):
         self.cutn = cutn
         self.cut_pow = cut_pow
         self.augment = build_augmentations(augs)
-        self.autocast_dtype = resolve_precision(precision)
+        image_dtype = resolve_precision(precision) or torch.float32
+        for perceptor in perceptors:
+            perceptor.use_image_dtype(image_dtype)
         self.targets: list[list[Target]] = [[] for _ in perceptors]
         self.segment = 0
         """The active story segment (see :func:`dreamcanvas.prompts.parse_story`)."""
-
-    def _embed_views(self, perceptor: ClipPerceptor, views: torch.Tensor) -> torch.Tensor:
-        """Image embeddings, under bf16 autocast when chosen; the result (and so the loss) is fp32."""
-        autocast = (
-            torch.autocast(views.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            return perceptor.encode_image(views)
 
     def views(self, image: torch.Tensor, perceptor: ClipPerceptor) -> torch.Tensor:
         """Augmented cutouts of ``image`` at the perceptor's input size."""
@@ -91,14 +83,14 @@ class ClipGuide(nn.Module):
     def add_image(self, image: torch.Tensor, part: PromptPart) -> None:
         """An image prompt: the embeddings of its augmented cutouts, as the notebook does."""
         for perceptor, targets in zip(self.perceptors, self.targets, strict=True):
-            embeds = self._embed_views(perceptor, self.views(image, perceptor))
+            embeds = perceptor.encode_image(self.views(image, perceptor))
             targets.append(Target(part.text, embeds, part.weight, part.stop))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """The summed prompt loss of ``image`` (``(1, 3, H, W)`` in ``[0, 1]``) over models and prompts."""
         total = image.new_zeros(())
         for perceptor, targets in zip(self.perceptors, self.targets, strict=True):
-            embeds = self._embed_views(perceptor, self.views(image, perceptor))
+            embeds = perceptor.encode_image(self.views(image, perceptor))
             for target in self.active(targets):
                 total = total + prompt_loss(embeds, target.embeds, target.weight, target.stop)
         return total
