@@ -217,3 +217,24 @@ def test_offline_without_a_bundled_guide_is_the_download_error(tmp_path, capsys,
     code, _, err = run_cli([*no_clip_args(), "--out", tmp_path / "run"], capsys)
     assert code != 0 and "dreamcanvas models download ViT-B-32:openai" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_of_an_endless_run_is_a_normal_end_but_of_a_finite_run_exit_130(
+    tmp_path, capsys, monkeypatch, tiny_clip_spec
+):
+    from dreamcanvas import engine
+
+    real_optimise = engine.optimise
+
+    def interrupted(job, run_dir, state, on_step=None):
+        def stop_at_three(report):
+            if report.step == 3:
+                raise KeyboardInterrupt
+
+        return real_optimise(job, run_dir, state, stop_at_three)
+
+    monkeypatch.setattr(engine, "optimise", interrupted)
+    code, out, err = run_cli([*tiny_args(tiny_clip_spec), "-i", "-1", "--out", tmp_path / "endless"], capsys)
+    assert code == 0 and "stopped at step 3" in err and out.strip().endswith("final.png")
+    code, _, err = run_cli([*tiny_args(tiny_clip_spec), "--out", tmp_path / "finite"], capsys)
+    assert code == 130 and f"dreamcanvas resume {tmp_path / 'finite'}" in err

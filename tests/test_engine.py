@@ -261,3 +261,11 @@ def test_move_picture_zooms_about_the_centre():
     shifted = move_picture(image, shift_x=5)
     assert torch.allclose(shifted[..., 12:21, 17:26], image[..., 12:21, 12:21])
     assert torch.allclose(move_picture(image), image, atol=1e-6)
+
+
+def test_minus_one_iterations_runs_until_ctrl_c_and_keeps_the_picture(tmp_path, tiny_clip_spec):
+    settings = tiny_settings(tiny_clip_spec, iterations=-1, save_every=4)
+    result = generate(settings, tmp_path / "run", on_step=StopAt(9, KeyboardInterrupt()))
+    assert result.step == 9 and not result.completed and len(result.losses) == 9
+    assert [f.name for f in rundir.list_frames(result.run_dir)] == ["000004.png", "000008.png"]
+    assert png.read_metadata(result.image_path)["step"] == 9
