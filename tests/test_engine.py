@@ -269,3 +269,8 @@ def test_minus_one_iterations_runs_until_ctrl_c_and_keeps_the_picture(tmp_path, 
     assert result.step == 9 and not result.completed and len(result.losses) == 9
     assert [f.name for f in rundir.list_frames(result.run_dir)] == ["000004.png", "000008.png"]
     assert png.read_metadata(result.image_path)["step"] == 9
+
+
+def test_transparent_pictures_are_seen_over_white(tmp_path):
+    Image.new("RGBA", (4, 4), (10, 20, 30, 0)).save(tmp_path / "clear.png")
+    assert torch.equal(png.load_image(tmp_path / "clear.png"), torch.ones(1, 3, 4, 4))

@@ -78,10 +78,10 @@ def test_rank_of_first_counts_strictly_better_texts() -> None:
 
 def test_bad_image_is_a_user_error(tmp_path: Path, tiny_clip_spec: str, capsys) -> None:
     code, _, err = run_cli(["score", tmp_path / "missing.png", "a cat", "--clip", tiny_clip_spec], capsys)
-    assert code == 2 and "no such picture" in err and "Traceback" not in err
+    assert code == 2 and "no such image" in err and "Traceback" not in err
     (tmp_path / "text.png").write_text("not a picture")
     code, _, err = run_cli(["score", tmp_path / "text.png", "a cat", "--clip", tiny_clip_spec], capsys)
-    assert code == 2 and "cannot read picture" in err
+    assert code == 2 and "cannot read image" in err
 
 
 def test_without_a_bundled_judge_the_error_says_to_pass_clip(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -23,32 +23,14 @@ def default_judge() -> str:
     return weights.BUNDLED_JUDGE
 
 
-def load_picture(path: Path):
-    """A picture as a ``(1, 3, H, W)`` tensor in ``[0, 1]``, transparency over white."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            picture = opened.convert("RGBA")
-    except FileNotFoundError:
-        raise DreamcanvasError(f"no such picture: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise DreamcanvasError(f"cannot read picture {path}: {error}") from None
-    flat = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-    flat.alpha_composite(picture)
-    pixels = np.asarray(flat.convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
-
-
 def score_texts(image: Path, texts: list[str], clip: str) -> list[float]:
     """Cosine similarity of the picture to each text, under one CLIP model."""
     import torch
 
+    from dreamcanvas.outputs.png import load_image
     from dreamcanvas.perceptor.clip import load_perceptor
 
-    picture = load_picture(image)
+    picture = load_image(image)
     perceptor = load_perceptor(clip)
     with torch.no_grad():
         image_embedding = perceptor.encode_image(picture)

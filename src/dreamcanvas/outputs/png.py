@@ -56,10 +56,16 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """A picture file as ``(1, 3, H, W)`` in ``[0, 1]``, resized to ``size = (width, height)`` if given."""
+    """A picture file as ``(1, 3, H, W)`` in ``[0, 1]``, resized to ``size = (width, height)`` if given.
+
+    Transparency is composited over white, the way clip art is seen (a plain RGB conversion would show
+    whatever colour the transparent pixels happen to hold, often black).
+    """
     path = Path(path)
     try:
-        with Image.open(path) as picture:
+        with Image.open(path) as opened:
+            picture = Image.new("RGBA", opened.size, (255, 255, 255, 255))
+            picture.alpha_composite(opened.convert("RGBA"))
             picture = picture.convert("RGB")
             if size is not None and picture.size != size:
                 picture = picture.resize(size, Image.Resampling.LANCZOS)
