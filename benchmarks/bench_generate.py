@@ -79,11 +79,14 @@ def generator_only(job) -> None:
 
 
 def seconds(fn, job, steps: int) -> float:
+    """Median seconds per call after one warm-up call: a busy core spoils a step, not the row."""
     fn(job)  # warm-up: allocator, kernels
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         fn(job)
-    return (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def measure_row(generator: str, size: int, precision: str, cutn: int, steps: int, clip: str) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -82,15 +83,26 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=9)
     parser.add_argument("--objects", type=int, default=10, help="unseen object prompts to try as a control")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, help="also save every drawn picture in this folder")
+    parser.add_argument("--every", type=int, default=1, help="score every k-th colour x shape prompt (a quick look)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a GenerateSettings field, e.g. --set fourier_decay=2.0 --set 'augs=[\"flip\"]'",
+    )
     args = parser.parse_args()
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
 
     guide, judge = load_perceptor(args.guide), load_perceptor(args.judge)
     shape_prompts, object_prompts, real = held_out_prompts(args.corpus)
+    scored = shape_prompts[:: args.every]
     rng = random.Random(args.seed)
     all_shape_texts = [p for *_, p in shape_prompts]
     print(
         f"guide {args.guide}, judge {args.judge}; {args.generator} {args.size}², {args.steps} steps, "
-        f"cutn {args.cutn}, cut_pow {args.cut_pow}, {torch.get_num_threads()} threads"
+        f"cutn {args.cutn}, cut_pow {args.cut_pow}, {torch.get_num_threads()} threads, overrides {overrides}"
     )
     print()
     print("| prompt | rank among 10 | shape-only rank | real pictures rank 1 | seconds |")
@@ -108,15 +120,19 @@ def main() -> None:
             seed=args.seed,
             save_every=args.steps,
             clip_models=[args.guide],
+            **overrides,
         )
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             result = generate(settings, Path(tmp) / "run", perceptors=[guide])
             picture = load_image(result.image_path)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(result.image_path, args.keep / f"{prompt.replace(' ', '_')}.png")
         return picture, time.perf_counter() - start
 
     firsts, shape_firsts, real_firsts, real_total, times = 0, 0, 0, 0, []
-    for colour, shape, prompt in shape_prompts:
+    for colour, shape, prompt in scored:
         picture, seconds = draw(prompt)
         times.append(seconds)
         distractors = rng.sample([t for t in all_shape_texts if t != prompt], args.distractors)
@@ -143,7 +159,7 @@ def main() -> None:
         object_firsts += rank == 1
         print(f"| (unseen object) {prompt} | {rank} | | | {seconds:.0f} |", flush=True)
 
-    n = len(shape_prompts)
+    n = len(scored)
     print()
     print(
         f"held-out colour x shape prompts: judge ranks the prompt first for {firsts}/{n} = {100 * firsts / n:.0f} % "

@@ -97,3 +97,45 @@ def test_bf16_image_tower_embeds_like_fp32_and_passes_gradients(tiny_clip_spec):
     assert (fast * exact).sum(-1).min() > 0.99
     fast.sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_cpu_bf16_swaps_compute_the_same_function_and_keep_parameter_names(tiny_clip_spec):
+    """The fast-bf16 replacements (fp32-core attention, linear patch embedding) are the same maths: in fp32
+    they match the original tower's embeddings and pixel gradients, and the checkpoint keys do not change."""
+    import copy
+
+    from dreamcanvas.perceptor.clip import load_perceptor
+    from dreamcanvas.perceptor.cpu_bf16 import Fp32CoreAttention, LinearPatchEmbed, speed_up_for_cpu_bf16
+
+    original = load_perceptor(tiny_clip_spec).model.visual
+    swapped = speed_up_for_cpu_bf16(copy.deepcopy(original))
+    kinds = {type(m) for m in swapped.modules()}
+    assert {Fp32CoreAttention, LinearPatchEmbed} <= kinds
+    assert swapped.state_dict().keys() == original.state_dict().keys()
+
+    def embed_and_grad(tower):
+        images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        features = tower(images)
+        (features * torch.arange(features.shape[-1])).sum().backward()
+        return features.detach(), images.grad
+
+    (expected, expected_grad), (got, got_grad) = embed_and_grad(original), embed_and_grad(swapped)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_guidance_gradient_points_where_fp32_does(tiny_clip_spec):
+    from dreamcanvas.perceptor.clip import load_perceptor
+
+    perceptor = load_perceptor(tiny_clip_spec)
+    text = perceptor.encode_text(["a red apple"])
+
+    def pixel_gradient():
+        images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        (perceptor.encode_image(images) @ text.T).sum().backward()
+        return images.grad.flatten()
+
+    exact = pixel_gradient()
+    perceptor.use_image_dtype(torch.bfloat16)
+    fast = pixel_gradient()
+    assert torch.nn.functional.cosine_similarity(exact, fast, dim=0) > 0.98

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasWarning, ModelUnavailableError
+from dreamcanvas.perceptor.cpu_bf16 import speed_up_for_cpu_bf16
 from dreamcanvas.settings import DEFAULT_CLIP
 
 CONFIG_NAME = "open_clip_config.json"
@@ -42,12 +42,15 @@ class ClipPerceptor(nn.Module):
         self.image_dtype = torch.float32
 
     def use_image_dtype(self, dtype: torch.dtype) -> None:
-        """Run the image tower in ``dtype`` (bf16: about 1.4x faster for ViT-B/32 on AMX CPUs).
+        """Run the image tower in ``dtype`` (bf16: several times faster on CPUs with AMX, see BENCHMARKS.md).
 
         The weights themselves are converted, not autocast: frozen weights are not in autocast's cache, so
-        autocast re-casts all of them on every call, which cost more than the bf16 matmuls saved.
+        autocast re-casts all of them on every call, which cost more than the bf16 matmuls saved. In bf16 the
+        two submodules that are slow in bf16 on CPU are swapped for equivalent fast ones (see ``cpu_bf16``).
         """
         if dtype != self.image_dtype:
+            if dtype == torch.bfloat16:
+                speed_up_for_cpu_bf16(self.model.visual)
             self.model.visual.to(dtype)
             self.image_dtype = dtype
 
@@ -65,12 +68,7 @@ class ClipPerceptor(nn.Module):
         if images.shape[-2:] != (self.image_size, self.image_size):
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="bicubic", antialias=True)
         pixels = ((images - self.mean) / self.std).to(self.image_dtype)
-        if self.image_dtype == torch.float32:
-            features = self.model.encode_image(pixels)
-        else:
-            # In bf16 the fused CPU attention's backward is ~5x slower than fp32's; the plain kernel is not.
-            with sdpa_kernel([SDPBackend.MATH]):
-                features = self.model.encode_image(pixels)
+        features = self.model.encode_image(pixels)
         return F.normalize(features.float(), dim=-1)
 
 
