@@ -9,8 +9,10 @@ that are in neither model's training half (their words are, their combination is
 contrasting background, read from the corpus' test split. Unseen object words (clip-art and emoji concepts of
 the test split) are reported apart, as a harder, honest control.
 
-Columns: rank 1 rate among 10 prompts (chance 10 %), a shape-only check (distractors of the same colour and
-other shapes), and for comparison the judge's rate on *real* held-out corpus pictures of the same concepts.
+A prompt's distractors depend only on the prompt and ``--seed``, so two guides (or a quick ``--every 2`` look)
+meet the same ones. Columns: rank 1 rate among 10 prompts (chance 10 %), a shape-only check (distractors of the
+same colour and other shapes), and for comparison the judge's rate on *real* held-out corpus pictures of the
+same concepts.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="also save every drawn picture in this folder")
     parser.add_argument("--every", type=int, default=1, help="score every k-th colour x shape prompt (a quick look)")
+    parser.add_argument("--offset", type=int, default=0, help="start at this prompt (to split a run over processes)")
     parser.add_argument(
         "--set",
         action="append",
@@ -97,8 +100,8 @@ def main() -> None:
 
     guide, judge = load_perceptor(args.guide), load_perceptor(args.judge)
     shape_prompts, object_prompts, real = held_out_prompts(args.corpus)
-    scored = shape_prompts[:: args.every]
-    rng = random.Random(args.seed)
+    scored = shape_prompts[args.offset :: args.every]
+    rng = random.Random(args.seed)  # which object prompts; each prompt's distractors depend on it alone
     all_shape_texts = [p for *_, p in shape_prompts]
     print(
         f"guide {args.guide}, judge {args.judge}; {args.generator} {args.size}², {args.steps} steps, "
@@ -135,7 +138,9 @@ def main() -> None:
     for colour, shape, prompt in scored:
         picture, seconds = draw(prompt)
         times.append(seconds)
-        distractors = rng.sample([t for t in all_shape_texts if t != prompt], args.distractors)
+        distractors = random.Random(f"{args.seed}:{prompt}").sample(
+            [t for t in all_shape_texts if t != prompt], args.distractors
+        )
         rank = rank_of(judge, picture, prompt, distractors)
         same_colour = [prompt.replace(f"{colour} {shape}", f"{colour} {other}") for other in SHAPES if other != shape]
         shape_rank = rank_of(judge, picture, prompt, same_colour)
@@ -154,7 +159,9 @@ def main() -> None:
     object_firsts, objects = 0, rng.sample(object_prompts, min(args.objects, len(object_prompts)))
     for prompt in objects:
         picture, seconds = draw(prompt)
-        distractors = rng.sample([t for t in object_prompts if t != prompt], args.distractors)
+        distractors = random.Random(f"{args.seed}:{prompt}").sample(
+            [t for t in object_prompts if t != prompt], args.distractors
+        )
         rank = rank_of(judge, picture, prompt, distractors)
         object_firsts += rank == 1
         print(f"| (unseen object) {prompt} | {rank} | | | {seconds:.0f} |", flush=True)
