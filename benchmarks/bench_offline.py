@@ -75,7 +75,7 @@ def rank_of(judge: ClipPerceptor, picture: torch.Tensor, prompt: str, distractor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/dc-corpus"))
-    parser.add_argument("--guide", default="bundled:guide")
+    parser.add_argument("--guide", default="bundled:guide", help="the drawing CLIP (comma-separated: an ensemble)")
     parser.add_argument("--judge", default="bundled:judge")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=200)
@@ -98,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
 
-    guide, judge = load_perceptor(args.guide), load_perceptor(args.judge)
+    guide_specs = args.guide.split(",")
+    guides, judge = [load_perceptor(spec) for spec in guide_specs], load_perceptor(args.judge)
     shape_prompts, object_prompts, real = held_out_prompts(args.corpus)
     scored = shape_prompts[args.offset :: args.every]
     rng = random.Random(args.seed)  # which object prompts; each prompt's distractors depend on it alone
@@ -122,12 +123,12 @@ def main() -> None:
             cut_pow=args.cut_pow,
             seed=args.seed,
             save_every=args.steps,
-            clip_models=[args.guide],
+            clip_models=guide_specs,
             **overrides,
         )
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            result = generate(settings, Path(tmp) / "run", perceptors=[guide])
+            result = generate(settings, Path(tmp) / "run", perceptors=guides)
             picture = load_image(result.image_path)
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
