@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from helpers import pixels, run_cli, write_picture
+from PIL import Image
 
 from dreamcanvas.engine import generate
 from dreamcanvas.outputs import png, rundir
@@ -106,6 +107,7 @@ def test_resume_command_finishes_a_stopped_run(tmp_path, capsys, tiny_clip_spec)
         (["--prompt", "apple:abc"], "weight 'abc'"),
         (["--image-prompt", "{tmp}/missing.png"], "no such image"),
         (["--init-image", "{tmp}/not-a-picture.png"], "cannot read image"),
+        (["--image-prompt", "{tmp}/truncated.png"], "cannot read image"),  # header fine, data cut off
         (["--size", "0", "32"], "--size must be positive"),
         (["-i", "0"], "--iterations must be positive"),
         (["--cutn", "-3"], "--cutn must be positive"),
@@ -119,6 +121,9 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "not-a-picture.png").write_text("this is text")
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "whole.png")
+    whole = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(whole[: len(whole) // 2])
     args = tiny_args(tiny_clip_spec) + [f.format(tmp=tmp_path) for f in flags]
     code, out, err = run_cli([*args, "--out", tmp_path / "run"], capsys)
     assert code != 0 and out == ""

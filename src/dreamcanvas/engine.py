@@ -130,11 +130,10 @@ def check_settings(settings: GenerateSettings) -> None:
     resolve_precision(settings.precision)
     if settings.optimizer not in OPTIMIZERS:
         raise DreamcanvasError(f"unknown optimizer {settings.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    size = (settings.width, settings.height)
     for spec in settings.image_prompts + settings.target_images:
-        png.load_image(parse_image_prompt(spec).text, size)
+        png.check_image(parse_image_prompt(spec).text)
     if settings.init_image is not None:
-        png.load_image(settings.init_image, size)
+        png.check_image(settings.init_image)
 
 
 def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None = None) -> Job:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +57,41 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged") from None
 
 
-def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """A picture file as ``(1, 3, H, W)`` in ``[0, 1]``, resized to ``size = (width, height)`` if given.
-
-    Transparency is composited over white, the way clip art is seen (a plain RGB conversion would show
-    whatever colour the transparent pixels happen to hold, often black).
-    """
-    path = Path(path)
+@contextmanager
+def _open_picture(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` with every way of failing turned into one clear :class:`DreamcanvasError`."""
     try:
         with Image.open(path) as opened:
-            picture = Image.new("RGBA", opened.size, (255, 255, 255, 255))
-            picture.alpha_composite(opened.convert("RGBA"))
-            picture = picture.convert("RGB")
-            if size is not None and picture.size != size:
-                picture = picture.resize(size, Image.Resampling.LANCZOS)
-            array = np.asarray(picture, dtype=np.float32) / 255.0
+            yield opened
     except FileNotFoundError:
         raise DreamcanvasError(f"no such image: {path}") from None
     except IsADirectoryError:
         raise DreamcanvasError(f"expected an image file, got a folder: {path}") from None
     except (UnidentifiedImageError, OSError) as error:
         raise DreamcanvasError(f"cannot read image {path}: {error}") from None
+
+
+def check_image(path: str | Path) -> None:
+    """Fail early, reading only the file's header, if ``path`` is not a picture (the full decode comes later).
+
+    Used before a run starts; a file whose header is fine but whose data is broken still fails in
+    :func:`load_image`, before anything is written.
+    """
+    with _open_picture(Path(path)):
+        pass
+
+
+def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A picture file as ``(1, 3, H, W)`` in ``[0, 1]``, resized to ``size = (width, height)`` if given.
+
+    Transparency is composited over white, the way clip art is seen (a plain RGB conversion would show
+    whatever colour the transparent pixels happen to hold, often black).
+    """
+    with _open_picture(Path(path)) as opened:
+        picture = Image.new("RGBA", opened.size, (255, 255, 255, 255))
+        picture.alpha_composite(opened.convert("RGBA"))
+        picture = picture.convert("RGB")
+        if size is not None and picture.size != size:
+            picture = picture.resize(size, Image.Resampling.LANCZOS)
+        array = np.asarray(picture, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
