@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.perceptor.augment import AUGMENTATIONS, build_augmentations
@@ -139,3 +140,37 @@ def test_bf16_guidance_gradient_points_where_fp32_does(tiny_clip_spec):
     perceptor.use_image_dtype(torch.bfloat16)
     fast = pixel_gradient()
     assert torch.nn.functional.cosine_similarity(exact, fast, dim=0) > 0.98
+
+
+@pytest.mark.parametrize("case", ["self", "cross", "float mask", "bool mask", "per-head mask"])
+def test_fp32_core_attention_matches_multihead_attention(case):
+    """The swap must be exact for every way open_clip (or a pooler) may call nn.MultiheadAttention."""
+    from dreamcanvas.perceptor.cpu_bf16 import Fp32CoreAttention
+
+    torch.manual_seed(0)
+    original = nn.MultiheadAttention(16, 4, batch_first=True)
+    query = torch.randn(2, 5, 16)
+    key = value = query if case != "cross" else torch.randn(2, 7, 16)
+    mask = None
+    if case == "float mask":
+        mask = torch.randn(5, 5)
+    elif case == "bool mask":
+        mask = torch.rand(5, 5) > 0.6
+        mask.fill_diagonal_(False)  # every query keeps something to attend to
+    elif case == "per-head mask":
+        mask = torch.randn(2 * 4, 5, 5)
+    expected, _ = original(query, key, value, need_weights=False, attn_mask=mask)
+    got, _ = Fp32CoreAttention(original)(query, key, value, need_weights=False, attn_mask=mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_bf16_swaps_only_a_vit_patch_embedding():
+    """A ResNet tower's conv1 (3x3, stride 2) and its bottlenecks' 1x1 conv1s are convolutions, not patches."""
+    from dreamcanvas.perceptor.cpu_bf16 import LinearPatchEmbed, speed_up_for_cpu_bf16
+
+    resnet_like = nn.Module()
+    resnet_like.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    resnet_like.layer1 = nn.Module()
+    resnet_like.layer1.conv1 = nn.Conv2d(8, 8, 1)
+    speed_up_for_cpu_bf16(resnet_like)
+    assert not any(isinstance(m, LinearPatchEmbed) for m in resnet_like.modules())

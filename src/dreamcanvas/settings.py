@@ -41,8 +41,8 @@ class GenerateSettings:
     augs: list[str] = field(default_factory=lambda: list(DEFAULT_AUGS))
     tv_weight: float = 0.0
     precision: str = "auto"
-    """CLIP's image tower and the VQGAN decoder in ``bf16`` or ``fp32``; ``auto`` = the VQGAN decoder in bf16 where
-    the CPU has native bf16 (AMX / AVX512-BF16), CLIP in fp32 (bf16 measured no faster for it)."""
+    """CLIP's image tower and the VQGAN decoder in ``bf16`` or ``fp32``; ``auto`` = bf16 where the CPU has native
+    bf16 (AMX / AVX512-BF16), fp32 elsewhere."""
 
     # generator ---------------------------------------------------------------------------------------
     generator: str = "fourier"

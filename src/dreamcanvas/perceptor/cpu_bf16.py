@@ -20,7 +20,12 @@ from torch import nn
 
 
 class Fp32CoreAttention(nn.Module):
-    """``nn.MultiheadAttention`` (batch first, self-attention) with bf16 projections and an fp32 core."""
+    """``nn.MultiheadAttention`` (batch first, equal q/k/v widths) with bf16 projections and an fp32 core.
+
+    Self- and cross-attention, boolean or additive ``attn_mask`` (2-D, or 3-D per head as in PyTorch) and
+    ``is_causal`` behave as in ``nn.MultiheadAttention``; attention weights and ``key_padding_mask``, which no
+    open_clip image tower asks for, raise instead of being silently ignored.
+    """
 
     def __init__(self, attention: nn.MultiheadAttention) -> None:
         super().__init__()
@@ -29,19 +34,43 @@ class Fp32CoreAttention(nn.Module):
         self.in_proj_bias = attention.in_proj_bias
         self.out_proj = attention.out_proj
 
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L, H * d)`` -> ``(B, H, L, d)`` in fp32."""
+        batch, length, width = x.shape
+        return x.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2).float()
+
     def forward(
         self,
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
-        need_weights: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
         attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
     ) -> tuple[torch.Tensor, None]:
+        if key_padding_mask is not None:
+            raise ValueError("Fp32CoreAttention does not support key_padding_mask")
+        if need_weights:  # nn.MultiheadAttention's default; open_clip always passes need_weights=False
+            raise ValueError("Fp32CoreAttention does not return attention weights; pass need_weights=False")
         batch, length, width = query.shape
-        qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)
-        qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4).float()
-        mask = attn_mask.float() if attn_mask is not None else None
-        mixed = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        if key is query and value is query:  # self-attention: one fused projection
+            q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        else:
+            weights = self.in_proj_weight.chunk(3)
+            biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+            q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases, strict=True))
+        mask = attn_mask
+        if mask is not None:
+            if mask.dtype == torch.bool:  # nn.MultiheadAttention: True = may not attend; SDPA: True = may
+                mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(mask, -torch.inf)
+            mask = mask.float()
+            if mask.dim() == 3:  # (B * H, L, S) -> (B, H, L, S)
+                mask = mask.view(batch, self.num_heads, *mask.shape[-2:])
+        mixed = F.scaled_dot_product_attention(
+            self._heads(q), self._heads(k), self._heads(v), attn_mask=mask, is_causal=is_causal and mask is None
+        )
         mixed = mixed.transpose(1, 2).reshape(batch, length, width).to(query.dtype)
         return self.out_proj(mixed), None
 
@@ -64,7 +93,7 @@ class LinearPatchEmbed(nn.Module):
         return embedded.transpose(1, 2).reshape(batch, -1, rows, cols)
 
 
-def _is_patch_conv(module: nn.Module) -> bool:
+def _is_patch_conv(module: nn.Module | None) -> bool:
     return (
         isinstance(module, nn.Conv2d)
         and module.kernel_size == module.stride
@@ -76,11 +105,15 @@ def _is_patch_conv(module: nn.Module) -> bool:
 
 
 def speed_up_for_cpu_bf16(visual: nn.Module) -> nn.Module:
-    """Swap, in place, the slow-in-bf16 submodules of a ViT image tower for equivalent fast ones."""
+    """Swap, in place, the slow-in-bf16 submodules of an image tower for equivalent fast ones.
+
+    Every batch-first ``nn.MultiheadAttention`` with equal q/k/v widths, and the ViT's patch embedding (the
+    tower's own ``conv1`` when it is a ``kernel = stride`` convolution; a ResNet's ``conv1`` is not).
+    """
     for parent in list(visual.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.MultiheadAttention) and child.batch_first and child._qkv_same_embed_dim:
                 setattr(parent, name, Fp32CoreAttention(child))
-            elif name == "conv1" and _is_patch_conv(child):
-                setattr(parent, name, LinearPatchEmbed(child))
+    if _is_patch_conv(getattr(visual, "conv1", None)):
+        visual.conv1 = LinearPatchEmbed(visual.conv1)
     return visual
