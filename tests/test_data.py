@@ -13,6 +13,7 @@ from dreamcanvas.data import clipart
 from dreamcanvas.data.captions import clean_name, derive_caption, load_pairs
 from dreamcanvas.data.clipart import (
     APT_COMMAND,
+    SHAPES,
     build_corpus,
     colour_name,
     concept_split,
@@ -227,6 +228,17 @@ def test_concept_split_is_deterministic_and_follows_the_fractions() -> None:
     assert parse_fractions("45,45,10") == pytest.approx((0.45, 0.45, 0.10))
     with pytest.raises(DreamcanvasError, match="--split"):
         parse_fractions("50,50")
+
+
+def test_mix_sets_the_share_of_each_synthetic_kind(tmp_path: Path, fake_openclipart: Path) -> None:
+    shapes_only = build(tmp_path / "shapes", fake_openclipart, synthetic=40, mix=(0.0, 0.0, 1.0))
+    assert shapes_only["sources"]["synthetic"] == {"mix": {"one": 0.0, "two": 0.0, "shape": 1.0}, "shape": 40}
+    synthetic = [e for e in read_entries(tmp_path / "shapes") if e["source"] == "synthetic"]
+    assert all(e["origin"].startswith("shape-") and e["concept"].split()[-1] in SHAPES for e in synthetic)
+    no_shapes = build(tmp_path / "objects", fake_openclipart, synthetic=40, mix=(0.5, 0.5, 0.0))
+    assert "shape" not in no_shapes["sources"]["synthetic"]
+    with pytest.raises(DreamcanvasError, match="--mix"):
+        parse_fractions("1,-1,1", "--mix", "ONE,TWO,SHAPE")
 
 
 def test_cli_builds_a_corpus_and_refuses_to_mix_builds(tmp_path: Path, fake_openclipart: Path, capsys) -> None:

@@ -20,6 +20,9 @@ def clipart_command(
     synthetic: Annotated[
         int, typer.Option(help="Synthetic compositions (objects on backgrounds, pairs, shapes).")
     ] = 8000,
+    mix: Annotated[
+        str, typer.Option(help="Shares of the synthetic kinds: one object, two objects, a coloured shape.")
+    ] = "55,25,20",
     openclipart_root: Annotated[
         Path, typer.Option(help="Root of the clip-art PNGs (Debian openclipart-png).")
     ] = OPENCLIPART_ROOT,
@@ -38,6 +41,7 @@ def clipart_command(
     console = Console(stderr=True, highlight=False, quiet=quiet)
     manifest = build_corpus(
         out_dir, size=size, seed=seed, fractions=parse_fractions(split), synthetic=synthetic,
+        mix=parse_fractions(mix, "--mix", "ONE,TWO,SHAPE"),
         openclipart_root=openclipart_root, emoji_font=emoji_font if emoji else None, overwrite=overwrite,
         on_phase=lambda phase: console.print(f"building {phase}..."),
     )  # fmt: skip

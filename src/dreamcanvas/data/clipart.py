@@ -131,14 +131,14 @@ def colour_name(image: Image.Image) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- splits
-def parse_fractions(text: str) -> tuple[float, float, float]:
-    """``"45,45,10"`` -> ``(0.45, 0.45, 0.10)``: the shares of half a, half b and the held-out test split."""
+def parse_fractions(text: str, option: str = "--split", names: str = "A,B,TEST") -> tuple[float, float, float]:
+    """``"45,45,10"`` -> ``(0.45, 0.45, 0.10)``: three shares (of the splits, or of the synthetic kinds)."""
     try:
         parts = [float(part) for part in text.replace("/", ",").split(",")]
     except ValueError:
         parts = []
     if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
-        raise DreamcanvasError(f"--split wants three non-negative shares A,B,TEST such as 45,45,10, not {text!r}")
+        raise DreamcanvasError(f"{option} wants three non-negative shares {names} such as 45,45,10, not {text!r}")
     total = sum(parts)
     return parts[0] / total, parts[1] / total, parts[2] / total
 
@@ -403,7 +403,9 @@ def background_clause(background: Background, rng: random.Random) -> str:
 
 
 # --------------------------------------------------------------------------------------------- synthesis
-SYNTHETIC_KINDS = (("one", 0.55), ("two", 0.25), ("shape", 0.20))
+SYNTHETIC_KINDS = ("one", "two", "shape")
+DEFAULT_MIX = (0.55, 0.25, 0.20)
+"""Shares of the synthetic kinds: one object, two objects ("X next to Y"), a coloured shape."""
 
 
 def compose_one(sprite: Sprite, size: int, rng: random.Random) -> tuple[Image.Image, str]:
@@ -472,10 +474,10 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def write_synthetic(writer: Writer, pools: dict[str, list[Sprite]], count: int, size: int, seed: int,
-                    fractions: tuple[float, float, float]) -> Counter:  # fmt: skip
+                    fractions: tuple[float, float, float], mix: tuple[float, float, float]) -> Counter:  # fmt: skip
     """``count`` compositions; each uses objects of one split only, so the halves stay disjoint."""
     rng = random.Random(f"{seed}:synthetic")
-    kinds, weights = zip(*SYNTHETIC_KINDS, strict=True)
+    kinds, weights = SYNTHETIC_KINDS, mix
     splits = [s for s in SPLITS if pools.get(s)]
     split_weights = [fractions[SPLITS.index(s)] for s in splits]
     made: Counter = Counter()
@@ -508,6 +510,7 @@ def build_corpus(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.45, 0.45, 0.10),
     synthetic: int = 8000,
+    mix: tuple[float, float, float] = DEFAULT_MIX,
     openclipart_root: Path = OPENCLIPART_ROOT,
     emoji_font: Path | None = EMOJI_FONT,
     emoji_limit: int | None = None,
@@ -538,18 +541,18 @@ def build_corpus(
         writer.write(canvas, plain_caption(sprite, rng), (sprite.concept,), split, sprite.source, sprite.origin)
 
     on_phase("synthetic compositions")
-    made = write_synthetic(writer, pools, synthetic, size, seed, fractions)
+    made = write_synthetic(writer, pools, synthetic, size, seed, fractions, mix)
 
     captions = "".join(entry.to_json() + "\n" for entry in writer.entries)
     (out / JSONL_NAME).write_text(captions, encoding="utf-8")
-    manifest = make_manifest(writer.entries, captions, size, seed, fractions, selection, skipped, made,
+    manifest = make_manifest(writer.entries, captions, size, seed, fractions, selection, skipped, made, mix,
                              openclipart_root, emoji_font, emoji_limit)  # fmt: skip
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
 def make_manifest(entries: list[Entry], captions: str, size: int, seed: int, fractions: tuple, selection: dict,
-                  skipped: Counter, made: Counter, openclipart_root: Path, emoji_font: Path | None,
+                  skipped: Counter, made: Counter, mix: tuple, openclipart_root: Path, emoji_font: Path | None,
                   emoji_limit: int | None) -> dict:  # fmt: skip
     """What was built from what: enough to rebuild it and to check the rebuild (``captions_sha256``)."""
     by_split: dict[str, set[str]] = {split: set() for split in SPLITS}
@@ -575,7 +578,7 @@ def make_manifest(entries: list[Entry], captions: str, size: int, seed: int, fra
                 "package": "fonts-noto-color-emoji",
                 "limit": emoji_limit,
             },
-            "synthetic": dict(sorted(made.items())),
+            "synthetic": {"mix": dict(zip(SYNTHETIC_KINDS, mix, strict=True)), **dict(sorted(made.items()))},
         },
         "counts": {
             "pictures": len(entries),
