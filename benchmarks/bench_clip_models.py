@@ -37,18 +37,20 @@ def colour_shape_pairs(corpus: Path, limit: int) -> list[tuple[Path, str, str]]:
     return found[:limit]
 
 
+def variant_captions(colour: str, shape: str, vary: str) -> list[str]:
+    """The true caption first, then every caption that changes only the ``vary`` word ("shape" or "colour")."""
+    if vary == "shape":
+        return [f"a {colour} {shape}"] + [f"a {colour} {other}" for other in SHAPES if other != shape]
+    return [f"a {colour} {shape}"] + [f"a {other} {shape}" for other in COLOURS if other != colour]
+
+
 @torch.no_grad()
 def first_rate(model: ClipPerceptor, pictures: list[tuple[Path, str, str]], vary: str) -> float:
-    """How often the true caption beats every caption that changes only the ``vary`` word ("shape" or "colour")."""
+    """How often the true caption beats every caption that changes only the ``vary`` word."""
     images = model.encode_image(load_images([path for path, *_ in pictures], model.image_size).float() / 255)
-    hits = 0
-    for embedding, (_, colour, shape) in zip(images, pictures, strict=True):
-        if vary == "shape":
-            captions = [f"a {colour} {shape}"] + [f"a {colour} {other}" for other in SHAPES if other != shape]
-        else:
-            captions = [f"a {colour} {shape}"] + [f"a {other} {shape}" for other in COLOURS if other != colour]
-        similarity = model.encode_text(captions) @ embedding
-        hits += int(similarity.argmax()) == 0
+    concepts = [(colour, shape) for _, colour, shape in pictures]
+    texts = {concept: model.encode_text(variant_captions(*concept, vary)) for concept in set(concepts)}
+    hits = sum(int((texts[concept] @ image).argmax()) == 0 for image, concept in zip(images, concepts, strict=True))
     return hits / len(pictures)
 
 

@@ -72,6 +72,11 @@ def rank_of(judge: ClipPerceptor, picture: torch.Tensor, prompt: str, distractor
     return 1 + int((similarity[1:] > similarity[0]).sum())
 
 
+def distractors_for(prompt: str, pool: list[str], count: int, seed: int) -> list[str]:
+    """``count`` other prompts from ``pool``, drawn from the prompt and seed alone: every guide meets the same."""
+    return random.Random(f"{seed}:{prompt}").sample([text for text in pool if text != prompt], count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/dc-corpus"))
@@ -139,9 +144,7 @@ def main() -> None:
     for colour, shape, prompt in scored:
         picture, seconds = draw(prompt)
         times.append(seconds)
-        distractors = random.Random(f"{args.seed}:{prompt}").sample(
-            [t for t in all_shape_texts if t != prompt], args.distractors
-        )
+        distractors = distractors_for(prompt, all_shape_texts, args.distractors, args.seed)
         rank = rank_of(judge, picture, prompt, distractors)
         same_colour = [prompt.replace(f"{colour} {shape}", f"{colour} {other}") for other in SHAPES if other != shape]
         shape_rank = rank_of(judge, picture, prompt, same_colour)
@@ -160,9 +163,7 @@ def main() -> None:
     object_firsts, objects = 0, rng.sample(object_prompts, min(args.objects, len(object_prompts)))
     for prompt in objects:
         picture, seconds = draw(prompt)
-        distractors = random.Random(f"{args.seed}:{prompt}").sample(
-            [t for t in object_prompts if t != prompt], args.distractors
-        )
+        distractors = distractors_for(prompt, object_prompts, args.distractors, args.seed)
         rank = rank_of(judge, picture, prompt, distractors)
         object_firsts += rank == 1
         print(f"| (unseen object) {prompt} | {rank} | | | {seconds:.0f} |", flush=True)

@@ -477,12 +477,11 @@ def write_synthetic(writer: Writer, pools: dict[str, list[Sprite]], count: int, 
                     fractions: tuple[float, float, float], mix: tuple[float, float, float]) -> Counter:  # fmt: skip
     """``count`` compositions; each uses objects of one split only, so the halves stay disjoint."""
     rng = random.Random(f"{seed}:synthetic")
-    kinds, weights = SYNTHETIC_KINDS, mix
     splits = [s for s in SPLITS if pools.get(s)]
     split_weights = [fractions[SPLITS.index(s)] for s in splits]
     made: Counter = Counter()
     for index in range(count):
-        kind = rng.choices(kinds, weights)[0] if splits else "shape"
+        kind = rng.choices(SYNTHETIC_KINDS, mix)[0] if splits else "shape"
         if kind == "shape":
             shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
             concept = f"{colour} {shape}"
