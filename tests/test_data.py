@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import run_cli
 from PIL import Image, ImageFont
@@ -231,14 +233,47 @@ def test_concept_split_is_deterministic_and_follows_the_fractions() -> None:
 
 
 def test_mix_sets_the_share_of_each_synthetic_kind(tmp_path: Path, fake_openclipart: Path) -> None:
-    shapes_only = build(tmp_path / "shapes", fake_openclipart, synthetic=40, mix=(0.0, 0.0, 1.0))
-    assert shapes_only["sources"]["synthetic"] == {"mix": {"one": 0.0, "two": 0.0, "shape": 1.0}, "shape": 40}
+    shapes_only = build(tmp_path / "shapes", fake_openclipart, synthetic=40, mix=(0.0, 0.0, 1.0, 0.0))
+    assert shapes_only["sources"]["synthetic"] == {
+        "mix": {"one": 0.0, "two": 0.0, "shape": 1.0, "pattern": 0.0}, "shape": 40
+    }  # fmt: skip
     synthetic = [e for e in read_entries(tmp_path / "shapes") if e["source"] == "synthetic"]
     assert all(e["origin"].startswith("shape-") and e["concept"].split()[-1] in SHAPES for e in synthetic)
-    no_shapes = build(tmp_path / "objects", fake_openclipart, synthetic=40, mix=(0.5, 0.5, 0.0))
+    no_shapes = build(tmp_path / "objects", fake_openclipart, synthetic=40, mix=(0.5, 0.5, 0.0, 0.0))
     assert "shape" not in no_shapes["sources"]["synthetic"]
-    with pytest.raises(DreamcanvasError, match="--mix"):
-        parse_fractions("1,-1,1", "--mix", "ONE,TWO,SHAPE")
+    kinds = ("ONE", "TWO", "SHAPE", "PATTERN")
+    assert parse_fractions("55,25,20", "--mix", kinds, optional=1) == pytest.approx((0.55, 0.25, 0.20, 0.0))
+    assert parse_fractions("3,1,3,3", "--mix", kinds, optional=1) == pytest.approx((0.3, 0.1, 0.3, 0.3))
+    for bad in ("1,-1,1", "1,1", "1,1,1,1,1"):
+        with pytest.raises(DreamcanvasError, match=r"--mix wants non-negative shares ONE,TWO,SHAPE\[,PATTERN\]"):
+            parse_fractions(bad, "--mix", kinds, optional=1)
+
+
+def test_patterned_shapes_keep_to_their_half_and_are_captioned_without_colours(
+    tmp_path: Path, fake_openclipart: Path
+) -> None:
+    manifest = build(tmp_path / "patterns", fake_openclipart, synthetic=60, mix=(0.0, 0.0, 0.0, 1.0))
+    assert manifest["sources"]["synthetic"]["pattern"] == 60
+    synthetic = [e for e in read_entries(tmp_path / "patterns") if e["source"] == "synthetic"]
+    for entry in synthetic:
+        (pattern, shape), colours = (part.split() for part in entry["concept"].split(" in "))
+        assert pattern in clipart.PATTERNS and shape in SHAPES
+        for colour in colours[::2]:  # "red and blue": a held-out "red ring" is never drawn, not even in stripes
+            assert concept_split(f"{colour} {shape}", 3, (0.45, 0.45, 0.10)) == entry["split"], entry
+        subject = entry["caption"].split(" on a ")[0].split()  # the background clause may name colours
+        assert subject[-1] == shape and not set(subject) & set(clipart.COLOURS), entry["caption"]
+    assert len({e["concept"] for e in synthetic}) > 50  # fine-grained concepts: pattern, shape and colours
+
+
+def test_a_pattern_fills_a_shape_with_two_colours_and_an_outline_leaves_its_inside_empty() -> None:
+    rng = random.Random(0)
+    striped = clipart.pattern_sprite("circle", "striped", ("red", "blue"), 48, rng)
+    opaque = np.asarray(striped)[np.asarray(striped)[..., 3] == 255][:, :3]
+    assert {tuple(c) for c in opaque} == {clipart.COLOURS["red"], clipart.COLOURS["blue"]}
+    outline = clipart.pattern_sprite("circle", "outlined", ("green",), 48, rng)
+    alpha = np.asarray(outline)[..., 3]
+    assert alpha[alpha.shape[0] // 2, alpha.shape[1] // 2] == 0  # the middle is empty
+    assert (alpha > 127).mean() < 0.4 * (np.asarray(striped)[..., 3] > 127).mean()
 
 
 def test_cli_builds_a_corpus_and_refuses_to_mix_builds(tmp_path: Path, fake_openclipart: Path, capsys) -> None:

@@ -21,7 +21,11 @@ def clipart_command(
         int, typer.Option(help="Synthetic compositions (objects on backgrounds, pairs, shapes).")
     ] = 8000,
     mix: Annotated[
-        str, typer.Option(help="Shares of the synthetic kinds: one object, two objects, a coloured shape.")
+        str,
+        typer.Option(
+            help="Shares of the synthetic kinds: one object, two objects, a coloured shape, and optionally a "
+            "patterned shape (stripes, checks, outline, two tones; captioned without colours)."
+        ),
     ] = "55,25,20",
     openclipart_root: Annotated[
         Path, typer.Option(help="Root of the clip-art PNGs (Debian openclipart-png).")
@@ -41,7 +45,7 @@ def clipart_command(
     console = Console(stderr=True, highlight=False, quiet=quiet)
     manifest = build_corpus(
         out_dir, size=size, seed=seed, fractions=parse_fractions(split), synthetic=synthetic,
-        mix=parse_fractions(mix, "--mix", "ONE,TWO,SHAPE"),
+        mix=parse_fractions(mix, "--mix", ("ONE", "TWO", "SHAPE", "PATTERN"), optional=1),
         openclipart_root=openclipart_root, emoji_font=emoji_font if emoji else None, overwrite=overwrite,
         on_phase=lambda phase: console.print(f"building {phase}..."),
     )  # fmt: skip

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from dreamcanvas.data import EMOJI_FONT, OPENCLIPART_ROOT
 from dreamcanvas.data.captions import JSONL_NAME, clean_name, folder_context
@@ -131,16 +131,22 @@ def colour_name(image: Image.Image) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- splits
-def parse_fractions(text: str, option: str = "--split", names: str = "A,B,TEST") -> tuple[float, float, float]:
-    """``"45,45,10"`` -> ``(0.45, 0.45, 0.10)``: three shares (of the splits, or of the synthetic kinds)."""
+def parse_fractions(text: str, option: str = "--split", names: tuple[str, ...] = ("A", "B", "TEST"),
+                    optional: int = 0) -> tuple[float, ...]:  # fmt: skip
+    """``"45,45,10"`` -> ``(0.45, 0.45, 0.10)``: one share per name (of the splits, or of the synthetic kinds).
+
+    The last ``optional`` names may be left out, and then get 0, so that older commands keep their meaning.
+    """
     try:
         parts = [float(part) for part in text.replace("/", ",").split(",")]
     except ValueError:
         parts = []
-    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
-        raise DreamcanvasError(f"{option} wants three non-negative shares {names} such as 45,45,10, not {text!r}")
+    required, extra = names[: len(names) - optional], names[len(names) - optional :]
+    if not len(required) <= len(parts) <= len(names) or min(parts) < 0 or sum(parts) <= 0:
+        wanted = ",".join(required) + "".join(f"[,{name}]" for name in extra)
+        raise DreamcanvasError(f"{option} wants non-negative shares {wanted} (such as 45,45,10), not {text!r}")
     total = sum(parts)
-    return parts[0] / total, parts[1] / total, parts[2] / total
+    return tuple(part / total for part in parts) + (0.0,) * (len(names) - len(parts))
 
 
 def concept_split(concept: str, seed: int, fractions: tuple[float, float, float]) -> str:
@@ -403,9 +409,12 @@ def background_clause(background: Background, rng: random.Random) -> str:
 
 
 # --------------------------------------------------------------------------------------------- synthesis
-SYNTHETIC_KINDS = ("one", "two", "shape")
-DEFAULT_MIX = (0.55, 0.25, 0.20)
-"""Shares of the synthetic kinds: one object, two objects ("X next to Y"), a coloured shape."""
+SYNTHETIC_KINDS = ("one", "two", "shape", "pattern")
+DEFAULT_MIX = (0.55, 0.25, 0.20, 0.0)
+"""Shares of the synthetic kinds: one object, two objects ("X next to Y"), a coloured shape, a patterned shape."""
+
+PATTERNS = ("striped", "checked", "outlined", "two-tone")
+"""Fills of the ``pattern`` kind: several colours (or none), so that only the outline says which shape it is."""
 
 
 def compose_one(sprite: Sprite, size: int, rng: random.Random) -> tuple[Image.Image, str]:
@@ -434,15 +443,83 @@ def compose_two(left: Sprite, right: Sprite, size: int, rng: random.Random) -> t
     return canvas, caption + background_clause(background, rng)
 
 
+def shape_placement(size: int, rng: random.Random) -> tuple[int, tuple[float, float]]:
+    """A shape's side (45-95 % of the picture) and a centre that keeps it whole inside the picture."""
+    side = round(rng.uniform(0.45, 0.95) * size)
+    half = side / 2
+    return side, (rng.uniform(half, size - half), rng.uniform(half, size - half))
+
+
 def compose_shape(shape: str, colour: str, size: int, rng: random.Random) -> tuple[Image.Image, str]:
     """A coloured shape on a background of another colour."""
     background = random_background(size, rng, {colour})
     canvas = on_background(size, background.image)
-    side = round(rng.uniform(0.45, 0.95) * size)
-    half = side / 2
-    centre = (rng.uniform(half, size - half), rng.uniform(half, size - half))
+    side, centre = shape_placement(size, rng)
     paste(canvas, shape_sprite(shape, colour, side), side, centre)
     return canvas, f"a {colour} {shape}" + background_clause(background, rng)
+
+
+def pattern_colours(shape: str, pattern: str, seed: int, fractions: tuple[float, float, float],
+                    rng: random.Random) -> tuple[tuple[str, ...], str]:  # fmt: skip
+    """The colours of a patterned ``shape`` and its split: colours whose plain ``"{colour} {shape}"`` concept is
+    in that same split, so a held-out "purple ring" is never drawn, not even as the stripes of a ring.
+
+    One colour for an outline, two for the other patterns; never white, the usual ground.
+    """
+    by_split: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for name in COLOURS:
+        if name != "white":
+            by_split[concept_split(f"{name} {shape}", seed, fractions)].append(name)
+    wanted = 1 if pattern == "outlined" else 2
+    eligible = [split for split in SPLITS if len(by_split[split]) >= wanted]
+    split = rng.choices(eligible, [fractions[SPLITS.index(split)] for split in eligible])[0]
+    return tuple(rng.sample(by_split[split], wanted)), split
+
+
+def pattern_fill(pattern: str, colours: tuple[str, ...], size: int, rng: random.Random) -> Image.Image:
+    """A ``size`` square filled with ``pattern`` in ``colours``."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    if pattern == "striped":
+        angle, period = rng.uniform(0, math.pi), rng.uniform(4, 9)
+        first = (xs * math.cos(angle) + ys * math.sin(angle)) // (period / 2) % 2 == 0
+    elif pattern == "checked":
+        cell = rng.randint(3, 7)
+        first = (xs // cell + ys // cell) % 2 == 0
+    elif pattern == "two-tone":  # split along a random line through the middle
+        angle = rng.uniform(0, 2 * math.pi)
+        first = (xs - size / 2) * math.cos(angle) + (ys - size / 2) * math.sin(angle) > 0
+    else:  # outlined: one colour; the caller cuts the inside away
+        first = np.ones((size, size), bool)
+    pixels = np.where(first[..., None], np.asarray(COLOURS[colours[0]]), np.asarray(COLOURS[colours[-1]]))
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+def pattern_sprite(shape: str, pattern: str, colours: tuple[str, ...], size: int, rng: random.Random) -> Image.Image:
+    """A shape filled with a pattern (or only its outline), as an RGBA sprite cut to its bounding box."""
+    mask = shape_mask(shape, size)
+    if pattern == "outlined":
+        stroke = max(3, round(size / 12)) | 1
+        mask = ImageChops.subtract(mask, mask.filter(ImageFilter.MinFilter(stroke)))
+    sprite = pattern_fill(pattern, colours, size, rng).convert("RGBA")
+    sprite.putalpha(mask)
+    cropped = crop_to_content(sprite)
+    assert cropped is not None
+    return cropped
+
+
+def compose_pattern(shape: str, pattern: str, colours: tuple[str, ...], size: int,
+                    rng: random.Random) -> tuple[Image.Image, str]:  # fmt: skip
+    """A patterned shape, captioned by its shape (and half the time its pattern) but never by its colours.
+
+    Coloured shapes alone let a model learn "purple star" as one thing; a ring in stripes of any two colours
+    is still a ring, which teaches the shape apart from the colour.
+    """
+    background = random_background(size, rng, set(colours))
+    canvas = on_background(size, background.image)
+    side, centre = shape_placement(size, rng)
+    paste(canvas, pattern_sprite(shape, pattern, colours, side, rng), side, centre)
+    phrase = with_article(f"{pattern} {shape}" if rng.random() < 0.5 else shape)
+    return canvas, phrase + background_clause(background, rng)
 
 
 # --------------------------------------------------------------------------------------------- the build
@@ -474,7 +551,7 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def write_synthetic(writer: Writer, pools: dict[str, list[Sprite]], count: int, size: int, seed: int,
-                    fractions: tuple[float, float, float], mix: tuple[float, float, float]) -> Counter:  # fmt: skip
+                    fractions: tuple[float, float, float], mix: tuple[float, ...]) -> Counter:  # fmt: skip
     """``count`` compositions; each uses objects of one split only, so the halves stay disjoint."""
     rng = random.Random(f"{seed}:synthetic")
     splits = [s for s in SPLITS if pools.get(s)]
@@ -487,6 +564,11 @@ def write_synthetic(writer: Writer, pools: dict[str, list[Sprite]], count: int, 
             concept = f"{colour} {shape}"
             image, caption = compose_shape(shape, colour, size, rng)
             concepts, split = (concept,), concept_split(concept, seed, fractions)
+        elif kind == "pattern":
+            shape, pattern = rng.choice(SHAPES), rng.choice(PATTERNS)
+            colours, split = pattern_colours(shape, pattern, seed, fractions, rng)
+            image, caption = compose_pattern(shape, pattern, colours, size, rng)
+            concepts = (f"{pattern} {shape} in {' and '.join(colours)}",)
         else:
             split = rng.choices(splits, split_weights)[0]
             if kind == "one":
@@ -509,7 +591,7 @@ def build_corpus(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.45, 0.45, 0.10),
     synthetic: int = 8000,
-    mix: tuple[float, float, float] = DEFAULT_MIX,
+    mix: tuple[float, ...] = DEFAULT_MIX,
     openclipart_root: Path = OPENCLIPART_ROOT,
     emoji_font: Path | None = EMOJI_FONT,
     emoji_limit: int | None = None,
