@@ -414,7 +414,7 @@ DEFAULT_MIX = (0.55, 0.25, 0.20, 0.0)
 """Shares of the synthetic kinds: one object, two objects ("X next to Y"), a coloured shape, a patterned shape."""
 
 PATTERNS = ("striped", "checked", "outlined", "two-tone")
-"""Fills of the ``pattern`` kind: several colours (or none), so that only the outline says which shape it is."""
+"""Fills of the ``pattern`` kind: two colours, or a one-colour outline, so only the outline says which shape it is."""
 
 
 def compose_one(sprite: Sprite, size: int, rng: random.Random) -> tuple[Image.Image, str]:
