@@ -2,7 +2,9 @@
 
     python benchmarks/bench_clip_models.py --corpus /tmp/dc-corpus bundled:guide bundled:judge local-dir:runs/guide
 
-For each model, on the corpus' held-out ``test`` split (concepts neither bundled model trained on):
+For each model, on the corpus' held-out ``test`` split (concepts neither bundled model trained on), or with
+``--split b`` on the judge's half (concepts the guide never saw; how the bundled guide's stage 2 was chosen
+without touching the test split):
 
 - text -> image retrieval over the split's distinct captions, top-1 and top-5 (the model card's figures);
 - shape: for real pictures of a held-out "a {colour} {shape}" concept, is the right shape ranked first among
@@ -21,16 +23,16 @@ from pathlib import Path
 
 import torch
 
-from dreamcanvas.data.captions import load_pairs
+from dreamcanvas.data.captions import Pair, load_pairs
 from dreamcanvas.data.clipart import COLOURS, SHAPES
 from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
 from dreamcanvas.training.clip import evaluate_retrieval, load_images
 
 
-def colour_shape_pairs(corpus: Path, limit: int) -> list[tuple[Path, str, str]]:
-    """(picture, colour, shape) of the test split's synthetic colour x shape pictures."""
+def colour_shape_pairs(pairs: list[Pair], limit: int) -> list[tuple[Path, str, str]]:
+    """(picture, colour, shape) of the first ``limit`` synthetic colour x shape pictures among ``pairs``."""
     found = []
-    for pair in load_pairs(corpus, split="test"):
+    for pair in pairs:
         words = pair.extra.get("concept", "").split()
         if len(words) == 2 and words[0] in COLOURS and words[1] in SHAPES:
             found.append((pair.image, words[0], words[1]))
@@ -58,19 +60,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="perceptor specs: bundled:guide, local-dir:PATH, ARCH:TAG")
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/dc-corpus"))
+    parser.add_argument("--split", default="test", choices=("a", "b", "test"), help="which part to measure on")
     parser.add_argument("--pictures", type=int, default=300, help="colour x shape pictures for the shape columns")
     args = parser.parse_args()
 
-    test_pairs = load_pairs(args.corpus, split="test")
-    pictures = colour_shape_pairs(args.corpus, args.pictures)
-    print(f"corpus {args.corpus}: {len(test_pairs)} held-out pairs; {len(pictures)} colour x shape pictures")
+    pairs = load_pairs(args.corpus, split=args.split)
+    pictures = colour_shape_pairs(pairs, args.pictures)
+    print(f"corpus {args.corpus}, split {args.split}: {len(pairs)} pairs; {len(pictures)} colour x shape pictures")
     print()
     print("| model | retrieval top-1 | top-5 | captions | shape first (chance 10 %) | colour first (chance 9 %) | s |")
     print("|---|---|---|---|---|---|---|")
     for spec in args.models:
         start = time.perf_counter()
         model = load_perceptor(spec)
-        retrieval = evaluate_retrieval(model, test_pairs)
+        retrieval = evaluate_retrieval(model, pairs)
         shape, colour = first_rate(model, pictures, "shape"), first_rate(model, pictures, "colour")
         print(
             f"| {spec} | {100 * retrieval['top1']:.1f} % | {100 * retrieval['top5']:.1f} % | {retrieval['n']:.0f} "
