@@ -3,7 +3,7 @@
     python benchmarks/bench_clip_models.py --corpus /tmp/dc-corpus bundled:guide bundled:judge local-dir:runs/guide
 
 For each model, on the corpus' held-out ``test`` split (concepts neither bundled model trained on), or with
-``--split b`` on the judge's half (concepts the guide never saw; how the bundled guide's stage 2 was chosen
+``--split b`` on the judge's half (concepts the guide never saw; how the bundled guide was chosen
 without touching the test split):
 
 - text -> image retrieval over the split's distinct captions, top-1 and top-5 (the model card's figures);
