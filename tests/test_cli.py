@@ -108,11 +108,12 @@ def test_resume_command_finishes_a_stopped_run(tmp_path, capsys, tiny_clip_spec)
         (["--image-prompt", "{tmp}/missing.png"], "no such image"),
         (["--init-image", "{tmp}/not-a-picture.png"], "cannot read image"),
         (["--image-prompt", "{tmp}/truncated.png"], "cannot read image"),  # header fine, data cut off
-        (["--size", "0", "32"], "--size must be positive"),
-        (["-i", "0"], "--iterations must be positive"),
-        (["--cutn", "-3"], "--cutn must be positive"),
-        (["--optimizer", "lbfgsx"], "unknown optimizer"),
-        (["--augs", "flip,swirl"], "unknown augmentation 'swirl'"),
+        (["--size", "0", "32"], "--size must be an integer >= 1"),
+        (["-i", "0"], "--iterations must be an integer >= 1"),
+        (["--cutn", "-3"], "--cutn must be an integer >= 1"),
+        (["--optimizer", "lbfgsx"], "--optimizer must be one of adam, adamw, sgd"),
+        (["--augs", "flip,swirl"], "--augs must be one of flip, affine, perspective, jitter, sharpness, erasing, "
+                                   "noise; got 'swirl'"),
         (["--size", "32"], "--size"),
     ],
 )

@@ -11,6 +11,7 @@ checkpoint. So a run stopped at step k and resumed to n is the same, byte for by
 
 from __future__ import annotations
 
+import math
 import platform
 import secrets
 from collections.abc import Callable
@@ -20,8 +21,11 @@ from typing import Any
 
 import torch
 
-from dreamcanvas import __version__
+from dreamcanvas import __version__, memory
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
+from dreamcanvas.files.atomic import WriteFailedError
+from dreamcanvas.files.checkpoints import load_checkpoint, require
 from dreamcanvas.generators import Generator, create_generator, generator_class
 from dreamcanvas.motion import move_picture
 from dreamcanvas.outputs import png, rundir, video
@@ -39,6 +43,10 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 StepCallback = Callable[["StepReport"], None]
+
+
+class DivergedError(DreamcanvasError):
+    """The loss stopped being a finite number; the last checkpoint (of finite parameters) is kept."""
 
 
 @dataclass
@@ -177,6 +185,11 @@ def _metadata(settings: GenerateSettings, step: int) -> dict[str, Any]:
     return {"version": __version__, "step": step, "settings": settings.to_dict()}
 
 
+CHECKPOINT_SHAPE = {"step": int, "losses": list, "rng_state": torch.Tensor, "generator": dict, "optimizer": dict}
+RESUMABLE_CHANGES = ("iterations",)
+"""Settings ``resume`` may change: the others made the checkpoint and must match it."""
+
+
 def _save_checkpoint(job: Job, run_dir: Path, state: RunState) -> None:
     checkpoint = {
         "step": state.step,
@@ -184,24 +197,48 @@ def _save_checkpoint(job: Job, run_dir: Path, state: RunState) -> None:
         "rng_state": state.rng_state,
         "generator": job.generator.state_dict(),
         "optimizer": job.optimizer.state_dict(),
+        "settings": job.settings.to_dict(),
     }
-    tmp = run_dir / (rundir.STATE_NAME + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(run_dir / rundir.STATE_NAME)
+    atomic.save_torch(run_dir / rundir.STATE_NAME, checkpoint)
     _write_run_json(job.settings, run_dir, state)
+
+
+def _edits_since_checkpoint(settings: GenerateSettings, saved: Any) -> list[str]:
+    """What run.json changed against the settings the checkpoint was made with (``width 32 -> 64``)."""
+    if not isinstance(saved, dict):  # a checkpoint from before settings were kept in it
+        return []
+    now = settings.to_dict()
+    return [f"{name} {saved.get(name)!r} -> {now[name]!r}" for name in now
+            if name not in RESUMABLE_CHANGES and name in saved and saved[name] != now[name]]  # fmt: skip
 
 
 def _load_checkpoint(job: Job, run_dir: Path) -> RunState:
     path = run_dir / rundir.STATE_NAME
     if not path.is_file():
         raise DreamcanvasError(f"{run_dir} has no {rundir.STATE_NAME} to resume from")
+    where = f"{rundir.STATE_NAME} in {run_dir}"
+    checkpoint = require(load_checkpoint(path, "checkpoint"), CHECKPOINT_SHAPE, where)
+    edits = _edits_since_checkpoint(job.settings, checkpoint.get("settings"))
+    if edits:
+        raise DreamcanvasError(
+            f"cannot resume: {rundir.RUN_JSON} in {run_dir} was edited since the checkpoint was saved "
+            f"({'; '.join(edits)}); put those back (resume --iterations N may change the length)"
+        )
+    rng_state, reference = checkpoint["rng_state"], torch.get_rng_state()
+    if rng_state.dtype != reference.dtype or rng_state.shape != reference.shape:
+        raise DreamcanvasError(f"cannot resume: {where} is damaged (its random-number state is not one)")
+    if not all(isinstance(loss, float | int | None) for loss in checkpoint["losses"]):
+        raise DreamcanvasError(f"cannot resume: {where} is damaged ('losses' holds something else than numbers)")
     try:
-        checkpoint = torch.load(path, weights_only=True)
         job.generator.load_state_dict(checkpoint["generator"])
         job.optimizer.load_state_dict(checkpoint["optimizer"])
-    except (RuntimeError, KeyError, EOFError) as error:
-        raise DreamcanvasError(f"cannot resume: {path} is damaged ({error})") from None
-    return RunState(checkpoint["step"], list(checkpoint["losses"]), checkpoint["rng_state"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise DreamcanvasError(
+            f"cannot resume: {where} does not fit the run's settings in {rundir.RUN_JSON} ({reason})"
+        ) from None
+    losses = [float("nan") if loss is None else float(loss) for loss in checkpoint["losses"]]
+    return RunState(checkpoint["step"], losses, checkpoint["rng_state"])
 
 
 def _write_run_json(settings: GenerateSettings, run_dir: Path, state: RunState) -> None:
@@ -209,7 +246,7 @@ def _write_run_json(settings: GenerateSettings, run_dir: Path, state: RunState) 
         run_dir / rundir.RUN_JSON,
         {
             **_metadata(settings, state.step),
-            "losses": state.losses,
+            "losses": [loss if math.isfinite(loss) else None for loss in state.losses],
             "machine": {
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
@@ -241,6 +278,11 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
                 _save_frame(job, run_dir, image, step)
                 _save_checkpoint(job, run_dir, state)
             loss = job.loss(image)
+            if not torch.isfinite(loss):
+                raise DivergedError(
+                    f"the loss became {loss.item()} at step {step + 1}: the run diverged (try a lower --lr); "
+                    "its last checkpoint is kept"
+                )
             job.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             job.optimizer.step()
@@ -255,6 +297,8 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
     except KeyboardInterrupt:
         _save_checkpoint(job, run_dir, state)
         return False
+    except (DivergedError, WriteFailedError):  # the parameters are not worth saving / the disk cannot take them
+        raise
     except BaseException:
         _save_checkpoint(job, run_dir, state)
         raise
@@ -292,12 +336,18 @@ def generate(
     outputs_root: str | Path = "outputs",
     on_step: StepCallback | None = None,
     perceptors: list[ClipPerceptor] | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Draw a picture. ``out`` must not exist; by default a new ``outputs/<date>-<slug>`` is made."""
+    """Draw a picture. ``out`` must not exist; by default a new ``outputs/<date>-<slug>`` is made.
+
+    A run whose memory estimate exceeds the memory available is refused before anything is loaded, unless
+    ``force`` (see :mod:`dreamcanvas.memory`).
+    """
     settings = resolve_seed(settings)
     check_settings(settings)
     if out is not None:
         rundir.check_new_run_dir(Path(out))
+    memory.check_fits(memory.estimate_generate(settings), force=force)
     if not settings.clip_models and perceptors is None:
         settings = settings.replace(clip_models=default_clip_models())
     job = build_job(settings, perceptors)
@@ -315,13 +365,16 @@ def resume(
     *,
     on_step: StepCallback | None = None,
     perceptors: list[ClipPerceptor] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Continue a stopped run in its own folder; ``iterations`` can extend it past its original length."""
     run_dir = Path(run_dir)
     stored = rundir.read_run_json(run_dir)
-    settings = GenerateSettings.from_dict(stored["settings"])
+    settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
     if iterations is not None:
         settings = settings.replace(iterations=iterations)
+    check_settings(settings)
+    memory.check_fits(memory.estimate_generate(settings), force=force)
     job = build_job(settings, perceptors)
     state = _load_checkpoint(job, run_dir)
     if settings.iterations > 0 and state.step > settings.iterations:

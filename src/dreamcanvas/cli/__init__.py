@@ -7,8 +7,12 @@ exit code and no traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import warnings
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -55,6 +59,19 @@ def fail(message: str, exit_code: int = 2) -> None:
     raise SystemExit(exit_code)
 
 
+def stopped(message: str) -> None:
+    """A stop (Ctrl-C, SIGTERM) is not an error: one line without ``error:``, exit code 130."""
+    print(f"dreamcanvas: {message}", file=sys.stderr)
+    raise SystemExit(STOPPED)
+
+
+def training_stopped(state_path: Path) -> None:
+    """Exit 130 after a trainer's stop; it has said where it saved, unless it stopped before saving anything."""
+    if state_path.is_file():
+        raise SystemExit(STOPPED)
+    stopped("stopped before training began; nothing was saved")
+
+
 def _warning_as_one_line(show: object) -> object:
     """Our warnings as ``dreamcanvas: warning: ...`` on stderr; everyone else's as Python prints them."""
 
@@ -67,21 +84,70 @@ def _warning_as_one_line(show: object) -> object:
     return showwarning
 
 
+STOPPED = 130
+"""The exit code of a run stopped by Ctrl-C or SIGTERM (resumable), as shells report a SIGINT."""
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM stop a command the same way: as ``KeyboardInterrupt``, which every loop turns
+    into a resumable checkpoint; the exit code of a stop is always 130.
+
+    SIGINT is honoured even when the shell started dreamcanvas with it ignored (``cmd &`` in a script): an
+    explicit ``kill -INT`` is a request to stop, and a stop only ever costs the steps since the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def message(self) -> str:
+        name = signal.Signals(self.received).name if self.received else "SIGINT"
+        return f"stopped ({name})"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dreamcanvas`` script (and of the tests, with ``argv``)."""
-    _register_commands()
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _warning_as_one_line(warnings.showwarning)
-            app(args=argv, prog_name="dreamcanvas", standalone_mode=False)
-    except DreamcanvasError as error:
-        fail(str(error), error.exit_code)
-    except typer.Abort:
-        fail("aborted", 130)
-    except typer.Exit as done:
-        raise SystemExit(done.exit_code) from None
-    except ClickException as error:  # bad flags, missing arguments: click's message, on one line
-        fail(" ".join(error.format_message().split()), error.exit_code)
+    """Entry point of the ``dreamcanvas`` script (and of the tests, with ``argv``).
+
+    Every way out is an exit code and at most one line on stderr: a user error (2), a stop (130), or
+    the command's own result. Only bugs keep their traceback.
+    """
+    with StopSignals() as stops:
+        try:
+            _register_commands()
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_as_one_line(warnings.showwarning)
+                # typer turns a KeyboardInterrupt inside a command into the return value 130 (standalone_mode off)
+                code = app(args=argv, prog_name="dreamcanvas", standalone_mode=False)
+        except DreamcanvasError as error:
+            fail(str(error), error.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            stopped(stops.message)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
+        except ClickException as error:  # bad flags, missing arguments: click's message, on one line
+            message = " ".join(error.format_message().split())
+            if not message:  # no arguments at all: the help was shown, nothing to add
+                raise SystemExit(error.exit_code) from None
+            fail(message, error.exit_code)
+        if code == 130:
+            stopped(stops.message)
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
 
 
 COMMAND_MODULES = ["generate", "models", "train_clip", "train_vqgan", "data", "score"]
@@ -95,4 +161,6 @@ def _register_commands() -> None:
         importlib.import_module(f"dreamcanvas.cli.{name}")
 
 
-__all__ = ["app", "data_app", "fail", "main", "models_app", "say", "train_app", "typed_flags"]
+__all__ = [
+    "app", "data_app", "fail", "main", "models_app", "say", "stopped", "train_app", "training_stopped", "typed_flags",
+]  # fmt: skip

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dreamcanvas.cli import app, typed_flags
+from dreamcanvas.cli import STOPPED, app, typed_flags
+from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ LOOP = "Optimisation"
 OUTPUT = "Output"
 MOTION = "Zoom video and story"
 
+FORCE_HELP = "Run even when the memory estimate says the run will not fit in the memory available."
+
 # CLI option -> settings field, for options whose names differ or that need converting.
 _RENAMED = {
     "prompt_option": "prompts",
@@ -32,7 +35,13 @@ _RENAMED = {
 
 
 def _split_augs(value: str) -> list[str]:
-    return [] if value.strip().lower() == "none" else [name.strip() for name in value.split(",") if name.strip()]
+    """``"flip,noise"`` -> names; ``"none"`` -> no augmentations; an empty or blank value is a mistake."""
+    if value.strip().lower() == "none":
+        return []
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise DreamcanvasError(f"--augs {value!r}: give comma-separated names, or 'none' for no augmentations")
+    return names
 
 
 @app.command(no_args_is_help=True)
@@ -180,11 +189,12 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP, rich_help_panel=OUTPUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Draw a picture by optimising a generator until CLIP says it matches the prompt."""
     values: dict[str, Any] = dict(ctx.params)
-    for name in ("out", "from_png", "quiet", "prompt", "size"):
+    for name in ("out", "from_png", "quiet", "prompt", "size", "force"):
         values.pop(name)
     values["prompt_option"] = ([prompt] if prompt else []) + list(prompt_option or [])
     values["augs"] = _split_augs(augs)
@@ -199,14 +209,14 @@ def generate(
         settings = _settings_from_png(ctx, from_png, values)
     else:
         settings = GenerateSettings(**values)
-    _run_generate(settings, out, quiet)
+    _run_generate(settings, out, quiet, force)
 
 
 def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -> GenerateSettings:
     """Stored settings, overridden by the flags the user typed (not by defaults)."""
     from dreamcanvas.outputs.png import read_metadata
 
-    stored = GenerateSettings.from_dict(read_metadata(path)["settings"])
+    stored = GenerateSettings.from_dict(read_metadata(path)["settings"], f"the settings stored in {path}")
     typed = typed_flags(ctx)
     option_of = {value: key for key, value in _RENAMED.items()}
     option_of.update(width="size", height="size")
@@ -216,7 +226,7 @@ def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -
     return stored.replace(**overrides)
 
 
-def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool) -> None:
+def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool, force: bool) -> None:
     from dreamcanvas import engine
 
     settings = engine.resolve_seed(settings)
@@ -224,7 +234,7 @@ def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool) -> 
     if not quiet:
         print(f"seed: {settings.seed}", file=sys.stderr)
     result = _with_progress(
-        quiet, settings.iterations, 0, lambda on_step: engine.generate(settings, out, on_step=on_step)
+        quiet, settings.iterations, 0, lambda on_step: engine.generate(settings, out, on_step=on_step, force=force)
     )
     _report(result, quiet)
 
@@ -238,6 +248,7 @@ def resume(
             "--iterations", "-i", help="New total number of steps (default: the run's own).", show_default=False
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Continue a run stopped by Ctrl-C or a crash, from its last checkpoint."""
@@ -245,9 +256,10 @@ def resume(
     from dreamcanvas.outputs import rundir
 
     stored = rundir.read_run_json(run_dir)
-    total = iterations if iterations is not None else stored["settings"]["iterations"]
+    settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
+    total = iterations if iterations is not None else settings.iterations
     result = _with_progress(
-        quiet, total, stored["step"], lambda on_step: engine.resume(run_dir, iterations, on_step=on_step)
+        quiet, total, stored["step"], lambda on_step: engine.resume(run_dir, iterations, on_step=on_step, force=force)
     )
     _report(result, quiet)
 
@@ -267,4 +279,4 @@ def _report(result: RunResult, quiet: bool) -> None:
         print(f"stopped at step {result.step}; continue with: dreamcanvas resume {result.run_dir}", file=sys.stderr)
     print(result.image_path)
     if not result.completed and result.settings.iterations > 0:
-        raise SystemExit(130)
+        raise SystemExit(STOPPED)

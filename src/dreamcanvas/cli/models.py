@@ -60,4 +60,9 @@ def download_model(
     paths = weights.download(name)
     for path in paths:
         print(path)
-    Console(stderr=True).print(f"{name}: {len(paths)} file(s) downloaded and verified", highlight=False)
+    if name.strip().startswith((weights.BUNDLED_PREFIX, weights.LOCAL_DIR_PREFIX, "local:")):
+        what = "bundled with dreamcanvas" if name.strip().startswith(weights.BUNDLED_PREFIX) else "a local folder"
+        Console(stderr=True).print(f"{name}: {what}, nothing to download; {len(paths)} file(s) verified",
+                                   highlight=False)  # fmt: skip
+    else:
+        Console(stderr=True).print(f"{name}: {len(paths)} file(s) downloaded and verified", highlight=False)

@@ -27,11 +27,12 @@ def score_texts(image: Path, texts: list[str], clip: str) -> list[float]:
     """Cosine similarity of the picture to each text, under one CLIP model."""
     import torch
 
-    from dreamcanvas.outputs.png import load_image
+    from dreamcanvas.outputs.png import check_image, load_image
     from dreamcanvas.perceptor.clip import load_perceptor
 
-    picture = load_image(image)
+    check_image(image)  # a bad picture fails before the model loads
     perceptor = load_perceptor(clip)
+    picture = load_image(image, (perceptor.image_size, perceptor.image_size))  # decoded small, not at full size
     with torch.no_grad():
         image_embedding = perceptor.encode_image(picture)
         text_embeddings = perceptor.encode_text(texts)
@@ -63,6 +64,8 @@ def score(
 ) -> None:
     """Print the similarity of IMAGE to PROMPT and, with --against, the prompt's rank (1 = best)."""
     texts = [prompt, *(against or [])]
+    if not all(text.strip() for text in texts):
+        raise DreamcanvasError("the prompt and every --against must be non-empty text")
     similarities = score_texts(image, texts, clip or default_judge())
     width = max(len(text) for text in texts)
     for text, similarity in sorted(zip(texts, similarities, strict=True), key=lambda item: -item[1]):

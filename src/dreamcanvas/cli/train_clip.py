@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import say, train_app, typed_flags
+from dreamcanvas.cli import say, train_app, training_stopped, typed_flags
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -122,6 +122,13 @@ def train_clip_command(
             show_default=False,
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train even when the memory estimate says it will not fit in the memory available.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Train a small open_clip CLIP from scratch (or fine-tune one); the result loads with --clip local-dir:OUT."""
@@ -137,11 +144,16 @@ def train_clip_command(
         explicit = typed_flags(ctx)
         options = resumed_options(options, explicit)
     log = (lambda message: None) if quiet else say
-    if quiet:
-        result = train_clip(options, resume=resume, log=log)
-    else:
-        with _TrainClipProgress("train clip") as progress:
-            result = train_clip(options, resume=resume, on_step=progress, log=log)
+    try:
+        if quiet:
+            result = train_clip(options, resume=resume, log=log, force=force)
+        else:
+            with _TrainClipProgress("train clip") as progress:
+                result = train_clip(options, resume=resume, on_step=progress, log=log, force=force)
+    except KeyboardInterrupt:
+        from dreamcanvas.training.clip import STATE_NAME
+
+        training_stopped(options.out / STATE_NAME)
     state = "finished" if result.finished else "stopped (continue with --resume)"
     log(f"{state} at step {result.steps}/{result.total_steps}, {result.samples_per_s:.0f} samples/s; "
         f"model: --clip local-dir:{result.out}")  # fmt: skip
@@ -155,3 +167,4 @@ class _TrainClipProgress(StepProgress):
 
     def __call__(self, info: StepInfo) -> None:
         self.update(info.step, info.total, f"loss {info.loss:.3f}  {info.samples_per_s:.0f} samples/s")
+

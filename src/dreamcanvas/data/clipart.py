@@ -28,6 +28,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 from dreamcanvas.data import EMOJI_FONT, OPENCLIPART_ROOT
 from dreamcanvas.data.captions import JSONL_NAME, clean_name, folder_context
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
 
 APT_COMMAND = "sudo apt-get install -y openclipart-png fonts-noto-color-emoji"
 MANIFEST_NAME = "manifest.json"
@@ -535,7 +536,9 @@ class Writer:
         relative = f"images/{source}/{len(self.entries):06d}.png"
         path = self.out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.convert("RGB").save(path, compress_level=3)
+        picture = image.convert("RGB")
+        atomic.write_atomically(path, lambda file: picture.save(file, format="PNG", compress_level=3),
+                                durable=False)  # fmt: skip
         self.entries.append(Entry(relative, caption, concepts, split, source, origin))
 
 
@@ -625,10 +628,10 @@ def build_corpus(
     made = write_synthetic(writer, pools, synthetic, size, seed, fractions, mix)
 
     captions = "".join(entry.to_json() + "\n" for entry in writer.entries)
-    (out / JSONL_NAME).write_text(captions, encoding="utf-8")
+    atomic.write_text(out / JSONL_NAME, captions)
     manifest = make_manifest(writer.entries, captions, size, seed, fractions, selection, skipped, made, mix,
                              openclipart_root, emoji_font, emoji_limit)  # fmt: skip
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(out / MANIFEST_NAME, manifest)
     return manifest
 
 

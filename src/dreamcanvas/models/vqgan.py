@@ -17,8 +17,6 @@ PyTorch-Lightning ``.ckpt``, a ``torch.save``'d dict whose ``state_dict`` holds 
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import yaml
 from torch import nn
 
 from dreamcanvas.errors import CorruptWeightsError, DreamcanvasError
+from dreamcanvas.files import atomic
 
 # -------------------------------------------------------------------------------------------------------
 # building blocks
@@ -542,20 +541,6 @@ def taming_config(config: VQGANConfig) -> dict[str, Any]:
     return {"model": {"base_learning_rate": 4.5e-6, "target": target, "params": params}}
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, so a crash never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; weights are meant to be shared and bundled
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_vqgan(
     model: VQGAN,
     config_dict: dict[str, Any],
@@ -581,5 +566,7 @@ def save_vqgan(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state.update({k: v.detach().cpu() for k, v in (extra_state or {}).items()})
     text = yaml.safe_dump(config_dict, sort_keys=False)
-    _write_atomically(Path(yaml_path), lambda p: p.write_text(text, encoding="utf-8"))
-    _write_atomically(Path(ckpt_path), lambda p: torch.save({"state_dict": state}, p))
+    Path(yaml_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(ckpt_path).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(yaml_path, text)
+    atomic.save_torch(ckpt_path, {"state_dict": state})

@@ -7,9 +7,6 @@ and the step it shows, so ``dreamcanvas generate --from picture.png`` can make i
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,8 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files.atomic import write_atomically
+from dreamcanvas.files.pictures import load_tensor, picture_size
 
 METADATA_KEY = "dreamcanvas"
 
@@ -29,69 +28,67 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def save_png(image: torch.Tensor, path: Path, metadata: dict[str, Any]) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves a half-written picture behind."""
+    """Write atomically (see :mod:`dreamcanvas.files.atomic`): a crash never leaves a half-written picture."""
     info = PngImagePlugin.PngInfo()
-    info.add_itxt(METADATA_KEY, json.dumps(metadata, ensure_ascii=False, sort_keys=True))
-    tmp = path.with_name(path.name + ".tmp")
-    to_pil(image).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
-    return path
+    info.add_itxt(METADATA_KEY, json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False))
+    picture = to_pil(image)
+    return write_atomically(path, lambda file: picture.save(file, format="PNG", pnginfo=info))
+
+
+MAX_METADATA_BYTES = 1_000_000
+"""Settings are a few kilobytes; a bigger text chunk is not ours (and Pillow's own limit is about as large)."""
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata dreamcanvas stored in a PNG; a clear error if there is none."""
+    """The metadata dreamcanvas stored in a PNG, as a JSON object with a ``settings`` object inside.
+
+    Only the text chunks are read (``Image.open`` + the chunks before the pixels): the pixels are never
+    decoded, so a huge or damaged picture costs nothing here.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DreamcanvasError(f"expected a PNG file, got a folder: {path}")
     try:
         with Image.open(path) as picture:
-            picture.load()
             text = picture.info.get(METADATA_KEY)
+            if text is None and picture.format == "PNG":  # iTXt chunks after the pixels are read by load()
+                picture.load()
+                text = picture.info.get(METADATA_KEY)
     except FileNotFoundError:
         raise DreamcanvasError(f"no such picture: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise DreamcanvasError(f"cannot read {path} as a picture: {error}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DreamcanvasError(f"cannot read {path} as a picture: {' '.join(str(error).split())}") from None
     if text is None:
         raise DreamcanvasError(f"{path} carries no dreamcanvas settings (was it made by dreamcanvas?)")
+    if len(text) > MAX_METADATA_BYTES:
+        raise DreamcanvasError(f"the dreamcanvas settings in {path} are too large to be ours")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged") from None
+        metadata = json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError):
+        raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged (not valid JSON)") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("settings"), dict):
+        raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged (no 'settings' object)")
+    return metadata
 
 
-@contextmanager
-def _open_picture(path: Path) -> Iterator[Image.Image]:
-    """``Image.open`` with every way of failing turned into one clear :class:`DreamcanvasError`."""
-    try:
-        with Image.open(path) as opened:
-            yield opened
-    except FileNotFoundError:
-        raise DreamcanvasError(f"no such image: {path}") from None
-    except IsADirectoryError:
-        raise DreamcanvasError(f"expected an image file, got a folder: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise DreamcanvasError(f"cannot read image {path}: {error}") from None
+def _refuse_constant(name: str) -> Any:
+    """``NaN`` / ``Infinity`` are not JSON: stored settings holding them were not written by dreamcanvas."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_image(path: str | Path) -> None:
-    """Fail early, reading only the file's header, if ``path`` is not a picture (the full decode comes later).
+    """Fail early, reading only the file's header, if ``path`` is not a picture or declares too many pixels.
 
-    Used before a run starts; a file whose header is fine but whose data is broken still fails in
-    :func:`load_image`, before anything is written.
+    Used before a run starts (see :func:`dreamcanvas.files.pictures.picture_size`); a file whose header is fine
+    but whose data is broken still fails in :func:`load_image`, before anything is written.
     """
-    with _open_picture(Path(path)):
-        pass
+    picture_size(path)
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     """A picture file as ``(1, 3, H, W)`` in ``[0, 1]``, resized to ``size = (width, height)`` if given.
 
-    Transparency is composited over white, the way clip art is seen (a plain RGB conversion would show
-    whatever colour the transparent pixels happen to hold, often black).
+    Transparency is composited over white, the way clip art is seen; large pictures are shrunk while decoding
+    (see :func:`dreamcanvas.files.pictures.load_tensor`).
     """
-    with _open_picture(Path(path)) as opened:
-        picture = Image.new("RGBA", opened.size, (255, 255, 255, 255))
-        picture.alpha_composite(opened.convert("RGBA"))
-        picture = picture.convert("RGB")
-        if size is not None and picture.size != size:
-            picture = picture.resize(size, Image.Resampling.LANCZOS)
-        array = np.asarray(picture, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+    return load_tensor(path, size)

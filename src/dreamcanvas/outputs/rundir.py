@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
 
 FINAL_NAME = "final.png"
 FRAMES_DIR = "frames"
@@ -75,18 +75,34 @@ def list_frames(run_dir: Path) -> list[Path]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2))
-    os.replace(tmp, path)
+    """Strict JSON, written atomically (see :mod:`dreamcanvas.files.atomic`)."""
+    atomic.write_json(path, data)
+
+
+MAX_RUN_JSON_BYTES = 200_000_000
+"""run.json holds the settings and one loss per step: some megabytes for the longest runs, never more."""
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a run folder, checked to hold a ``settings`` object and the ``step`` reached."""
     path = run_dir / RUN_JSON
     if not run_dir.is_dir():
         raise DreamcanvasError(f"no such run folder: {run_dir}")
     if not path.is_file():
         raise DreamcanvasError(f"{run_dir} is not a dreamcanvas run folder (no {RUN_JSON})")
+    if path.stat().st_size > MAX_RUN_JSON_BYTES:
+        raise DreamcanvasError(f"{path} is damaged (larger than any run.json dreamcanvas writes)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DreamcanvasError(f"{path} is damaged") from None
+        stored = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_json)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+        raise DreamcanvasError(f"{path} is damaged (not valid JSON: {' '.join(str(error).split())[:120]})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+        raise DreamcanvasError(f"{path} is damaged: it has no 'settings' object")
+    step = stored.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise DreamcanvasError(f"{path} is damaged: 'step' should be a whole number >= 0, not {step!r}")
+    return stored
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

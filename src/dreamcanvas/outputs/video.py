@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
 
 
 def _even(n: int) -> int:
@@ -16,10 +17,14 @@ def _even(n: int) -> int:
 
 def write_mp4(frames: list[Path], path: Path, fps: int) -> Path:
     """H.264 in yuv420p (plays everywhere), frames padded to even sizes as that format requires."""
-    import imageio_ffmpeg
-
     if not frames:
         raise DreamcanvasError("no frames to make a video from")
+    return atomic.write_via_path(path, lambda temporary: _encode_mp4(frames, temporary, fps))
+
+
+def _encode_mp4(frames: list[Path], path: Path, fps: int) -> None:
+    import imageio_ffmpeg
+
     with Image.open(frames[0]) as first:
         width, height = first.size
     size = (_even(width), _even(height))
@@ -42,15 +47,18 @@ def write_mp4(frames: list[Path], path: Path, fps: int) -> Path:
                 writer.send(np.ascontiguousarray(np.asarray(canvas)))
     finally:
         writer.close()
-    return path
 
 
 def write_gif(frames: list[Path], path: Path, fps: int) -> Path:
     if not frames:
         raise DreamcanvasError("no frames to make a GIF from")
     pictures = [Image.open(frame).convert("RGB") for frame in frames]
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
-    return path
+    return atomic.write_atomically(
+        path,
+        lambda file: pictures[0].save(
+            file, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0
+        ),
+    )
 
 
 def count_frames(path: Path) -> int:

@@ -7,7 +7,6 @@ this module only builds the network and wraps it with its own input size and nor
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,12 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasWarning, ModelUnavailableError
+from dreamcanvas.files import atomic
 from dreamcanvas.perceptor.cpu_bf16 import speed_up_for_cpu_bf16
 from dreamcanvas.settings import DEFAULT_CLIP
 
@@ -131,7 +131,7 @@ def save_local_dir(
             "std": list(open_clip.OPENAI_DATASET_STD),
         }
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-    (path / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    atomic.write_json(path / CONFIG_NAME, config)
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_NAME))
+    atomic.write_bytes(path / WEIGHTS_NAME, safetensors_bytes(state))
     return path

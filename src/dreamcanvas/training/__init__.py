@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files.checkpoints import load_checkpoint, require
+from dreamcanvas.records import read_record
+
+Options = TypeVar("Options")
 
 
 @contextmanager
@@ -22,3 +31,40 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def output_folder(out: Path) -> Iterator[None]:
+    """Create ``out`` if needed; if the block fails before writing anything into a folder made here, remove it.
+
+    A failed start (bad data, a refused option, Ctrl-C while reading pictures) leaves no empty folder behind.
+    """
+    existed = out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DreamcanvasError(f"cannot create output folder {out}: {error.strerror or error}") from None
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only succeeds while it is empty
+        raise
+
+
+def load_training_state(path: Path, shape: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """A trainer's ``train_state.pt``: weights-only, and holding the keys ``shape`` names."""
+    if not path.is_file():
+        raise DreamcanvasError(f"--resume: {path} does not exist (nothing to resume in {path.parent})")
+    return require(load_checkpoint(path, "training state"), shape, str(path))
+
+
+def saved_options(cls: type[Options], saved: Any, session: dict[str, Any], path: Path) -> Options:
+    """The options stored in a training state, read as strictly as any settings (types, limits, known keys).
+
+    ``session`` holds the options that are not saved (paths, stopping rules): the ones of this session.
+    """
+    if not isinstance(saved, dict):
+        raise DreamcanvasError(f"{path} is damaged: its 'options' are not a dictionary")
+    return read_record(cls, {**saved, **session}, f"the options saved in {path}")

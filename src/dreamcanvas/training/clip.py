@@ -22,7 +22,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -35,9 +34,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dreamcanvas import memory
 from dreamcanvas.data.captions import Pair, load_pairs
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.training import torch_threads
+from dreamcanvas.files import atomic
+from dreamcanvas.files.pictures import open_rgb
+from dreamcanvas.records import check_record, setting
+from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -69,23 +72,23 @@ class TrainOptions:
 
     data_dir: Path
     out: Path
-    config: str = "small"
-    init: str | None = None
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 200
-    seed: int = 0
-    precision: str = "bf16"
+    config: str = setting("small", nonempty=True)
+    init: str | None = setting(None, nonempty=True)
+    epochs: int = setting(30, low=1, high=1_000_000)
+    batch_size: int = setting(128, low=1, high=1_000_000)
+    lr: float = setting(1e-3, above=0, high=10)
+    weight_decay: float = setting(0.1, low=0, high=10)
+    warmup_steps: int = setting(200, low=0, high=100_000_000)
+    seed: int = setting(0, low=0, high=2**63 - 1)
+    precision: str = setting("bf16", choices=("bf16", "fp32"))
     split: str | None = None
     eval_split: str | None = "test"
     augment: bool = True
-    checkpoint_every: int = 500
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    export_dtype: str = "fp16"
-    threads: int | None = None
+    checkpoint_every: int = setting(500, low=1, high=100_000_000)
+    max_steps: int | None = setting(None, low=1, high=100_000_000_000)
+    max_minutes: float | None = setting(None, above=0, high=1e7)
+    export_dtype: str = setting("fp16", choices=("fp16", "fp32"))
+    threads: int | None = setting(None, low=1, high=4096)
 
     def saved(self) -> dict[str, Any]:
         """What ``--resume`` restores: everything but the paths and the stopping rules of one session."""
@@ -187,16 +190,10 @@ def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
     """Pictures as one ``(n, 3, size, size)`` uint8 tensor: transparency over white, resized if needed."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for index, path in enumerate(paths):
-        try:
-            with Image.open(path) as opened:
-                picture = opened.convert("RGBA")
-        except (OSError, ValueError) as error:
-            raise DreamcanvasError(f"cannot read picture {path}: {error}") from None
-        flat = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-        flat.alpha_composite(picture)
+        flat = open_rgb(path, (size, size))  # large pictures arrive shrunk, still 3x the size needed
         if flat.size != (size, size):
             flat = flat.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        out[index] = torch.from_numpy(np.array(flat.convert("RGB"))).permute(2, 0, 1)
+        out[index] = torch.from_numpy(np.array(flat)).permute(2, 0, 1)
     return out
 
 
@@ -360,9 +357,7 @@ def save_state(path: Path, network: Network, optimizer: torch.optim.Optimizer, s
         "data_fingerprint": fingerprint,
         "losses": losses,
     }
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    atomic.save_torch(path, state)
 
 
 def export(network: Network, out: Path, dtype: str) -> Path:
@@ -375,21 +370,27 @@ def export(network: Network, out: Path, dtype: str) -> Path:
     return save_local_dir(model, network.model_cfg, out, network.preprocess_cfg)
 
 
+STATE_SHAPE = {"step": int, "model": dict, "optimizer": dict, "options": dict, "data_fingerprint": str, "losses": list}
+
+
 def load_state(out: Path) -> dict[str, Any]:
-    path = out / STATE_NAME
-    if not path.is_file():
-        raise DreamcanvasError(f"--resume: {path} does not exist (nothing to resume in {out})")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """``train_state.pt``, weights-only (a crafted file cannot run code) and checked for the keys resuming needs."""
+    return load_training_state(out / STATE_NAME, STATE_SHAPE)
 
 
 def resumed_options(options: TrainOptions, explicit: set[str]) -> TrainOptions:
     """The saved run's options, except those given explicitly now, which must not change the run itself."""
-    saved = load_state(options.out)["options"]
-    clashes = [name for name in explicit & set(RESUME_FIXED) if getattr(options, name) != saved[name]]
+    path = options.out / STATE_NAME
+    session = {name: getattr(options, name) for name in RESUME_PER_SESSION}
+    saved = saved_options(TrainOptions, load_state(options.out)["options"], session, path)
+    clashes = [name for name in explicit & set(RESUME_FIXED) if getattr(options, name) != getattr(saved, name)]
     if clashes:
-        changes = ", ".join(f"--{name.replace('_', '-')} {saved[name]} -> {getattr(options, name)}" for name in clashes)
+        changes = ", ".join(
+            f"--{name.replace('_', '-')} {getattr(saved, name)} -> {getattr(options, name)}" for name in clashes
+        )
         raise DreamcanvasError(f"--resume continues the saved run exactly; these would change it: {changes}")
-    return replace(options, **{name: value for name, value in saved.items() if name not in explicit})
+    kept = {name: getattr(saved, name) for name in saved.saved() if name not in explicit}
+    return replace(options, **kept)
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -442,32 +443,28 @@ def in_memory_perceptor(network: Network) -> Any:
 
 # --------------------------------------------------------------------------------------------- the loop
 def validate(options: TrainOptions) -> None:
-    if options.precision not in ("bf16", "fp32"):
-        raise DreamcanvasError(f"--precision must be bf16 or fp32, not {options.precision!r}")
-    if options.export_dtype not in ("fp16", "fp32"):
-        raise DreamcanvasError(f"--export-dtype must be fp16 or fp32, not {options.export_dtype!r}")
-    for name in ("epochs", "batch_size", "checkpoint_every", "threads"):
-        if getattr(options, name) is not None and getattr(options, name) < 1:
-            raise DreamcanvasError(f"--{name.replace('_', '-')} must be at least 1")
-    if options.lr <= 0:
-        raise DreamcanvasError("--lr must be positive")
+    """Every option's type and range (see :mod:`dreamcanvas.records`), before any picture is read."""
+    check_record(options)
 
 
 def train_clip(options: TrainOptions, resume: bool = False, on_step: Callable[[StepInfo], None] | None = None,
-               log: Callable[[str], None] = lambda message: None) -> TrainResult:  # fmt: skip
+               log: Callable[[str], None] = lambda message: None, force: bool = False) -> TrainResult:  # fmt: skip
     """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the model, then re-raise.
 
-    ``options.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`).
+    ``options.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`). A run
+    whose memory estimate exceeds the memory available is refused before any picture is decoded, unless
+    ``force``.
     """
     validate(options)
-    with torch_threads(options.threads):
-        return _train(options, resume, on_step, log)
+    with torch_threads(options.threads), output_folder(options.out):
+        return _train(options, resume, on_step, log, force)
 
 
 def _train(options: TrainOptions, resume: bool, on_step: Callable[[StepInfo], None] | None,
-           log: Callable[[str], None]) -> TrainResult:  # fmt: skip
-    options.out.mkdir(parents=True, exist_ok=True)
+           log: Callable[[str], None], force: bool) -> TrainResult:  # fmt: skip
     pairs, eval_pairs = select_pairs(load_pairs(options.data_dir), options.split, options.eval_split)
+    pictures = len({pair.image for pair in pairs})
+    memory.check_fits(memory.estimate_train_clip(options, pictures), force=force)
     network = build_network(options)
     log(f"{len(pairs)} training pairs, {len(eval_pairs)} held-out; "
         f"{sum(p.numel() for p in network.model.parameters()) / 1e6:.1f} M parameters")  # fmt: skip
@@ -479,9 +476,14 @@ def _train(options: TrainOptions, resume: bool, on_step: Callable[[StepInfo], No
         state = load_state(options.out)
         if state["data_fingerprint"] != fingerprint:
             raise DreamcanvasError(f"--resume: the data under {options.data_dir} changed since the run started")
-        network.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, losses = state["step"], list(state["losses"])
+        try:
+            network.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise DreamcanvasError(
+                f"--resume: {options.out / STATE_NAME} does not fit this model ({' '.join(str(error).split())[:200]})"
+            ) from None
+        step, losses = state["step"], [float(loss) for loss in state["losses"]]
     total = data.steps_per_epoch(options.batch_size) * options.epochs
     stop_at = min(total, options.max_steps) if options.max_steps else total
     state_path = options.out / STATE_NAME
@@ -497,6 +499,9 @@ def _train(options: TrainOptions, resume: bool, on_step: Callable[[StepInfo], No
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, options.lr, options.warmup_steps)
             loss = contrastive_step(network, images, tokens, options.precision)
+            if not torch.isfinite(loss):
+                raise DreamcanvasError(f"the loss became {loss.item()} at step {step + 1}: training diverged "
+                                       "(try a lower --lr); the last train_state.pt is kept")  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -544,4 +549,4 @@ def write_report(options: TrainOptions, result: TrainResult, fingerprint: str) -
         "data_fingerprint": fingerprint,
         "corpus_captions_sha256": corpus.get("captions_sha256"),
     }
-    (options.out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(options.out / REPORT_NAME, report)

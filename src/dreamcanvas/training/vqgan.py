@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -45,11 +43,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dreamcanvas import memory
 from dreamcanvas.data.captions import iter_images
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
+from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
-from dreamcanvas.training import torch_threads
+from dreamcanvas.records import check_record, setting
+from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
 
 STATE_NAME = "train_state.pt"
 """Everything ``--resume`` needs; ``.pt``, so ``--vqgan-model local:OUT`` still sees one .yaml and one .ckpt."""
@@ -73,29 +75,29 @@ class TrainVQGANConfig:
 
     data_dir: Path
     out: Path
-    size: int = 64
-    steps: int = 10_000
-    batch_size: int = 8
-    lr: float = 2e-4
-    warmup_steps: int = 100
-    seed: int = 0
-    n_embed: int = 1024
-    embed_dim: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 1
-    disc_start: int = 4_000
-    disc_weight: float = 0.8
-    disc_ndf: int = 64
-    disc_layers: int = 3
-    restart_every: int = 100
-    val_fraction: float = 0.1
-    precision: str = "bf16"
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    max_minutes: float | None = None
-    threads: int | None = None
-    export_dtype: str = "fp32"
+    size: int = setting(64, low=1, high=65_536)
+    steps: int = setting(10_000, low=1, high=100_000_000_000)
+    batch_size: int = setting(8, low=1, high=1_000_000)
+    lr: float = setting(2e-4, above=0, high=10)
+    warmup_steps: int = setting(100, low=0, high=100_000_000)
+    seed: int = setting(0, low=0, high=2**63 - 1)
+    n_embed: int = setting(1024, low=1, high=1_000_000)
+    embed_dim: int = setting(64, low=1, high=65_536)
+    ch: int = setting(64, low=1, high=65_536)
+    ch_mult: tuple[int, ...] = setting((1, 2, 2, 2), low=1, high=64)
+    num_res_blocks: int = setting(1, low=1, high=64)
+    disc_start: int = setting(4_000, low=0, high=100_000_000_000)
+    disc_weight: float = setting(0.8, low=0, high=1e6)
+    disc_ndf: int = setting(64, low=1, high=65_536)
+    disc_layers: int = setting(3, low=1, high=16)
+    restart_every: int = setting(100, low=0, high=100_000_000)
+    val_fraction: float = setting(0.1, low=0, high=0.99)
+    precision: str = setting("bf16", choices=("bf16", "fp32"))
+    sample_every: int = setting(500, low=1, high=100_000_000)
+    checkpoint_every: int = setting(500, low=1, high=100_000_000)
+    max_minutes: float | None = setting(None, above=0, high=1e7)
+    threads: int | None = setting(None, low=1, high=4096)
+    export_dtype: str = setting("fp32", choices=("fp16", "fp32"))
 
     def ddconfig(self) -> dict[str, Any]:
         """taming's ``ddconfig`` for this run: no attention above the middle block (cheap on a CPU)."""
@@ -147,42 +149,26 @@ def parse_ch_mult(text: str) -> tuple[int, ...]:
 
 def validate(config: TrainVQGANConfig) -> None:
     """One-line errors for options that cannot work, before any picture is read."""
-    for name in ("size", "steps", "batch_size", "n_embed", "embed_dim", "ch", "num_res_blocks", "disc_ndf",
-                 "disc_layers", "sample_every", "checkpoint_every"):  # fmt: skip
-        if getattr(config, name) < 1:
-            raise DreamcanvasError(f"--{name.replace('_', '-')} must be at least 1")
-    if min(config.disc_start, config.restart_every, config.warmup_steps) < 0:
-        raise DreamcanvasError("--disc-start, --restart-every and --warmup-steps cannot be negative")
+    check_record(config)
+    if not config.ch_mult or len(config.ch_mult) > 8:
+        raise DreamcanvasError("--ch-mult needs 1 to 8 levels, such as 1,2,2,2")
     if any(config.ch * m % 32 for m in config.ch_mult):
         raise DreamcanvasError(f"--ch {config.ch} times each --ch-mult must be a multiple of 32 (group norm)")
     factor = 2 ** (len(config.ch_mult) - 1)
     if config.size % factor or config.size < min_size(config.disc_layers):
         raise DreamcanvasError(f"--size must be a multiple of {factor} (the downsampling of --ch-mult) and at "
                                f"least {min_size(config.disc_layers)} (the discriminator's patch)")  # fmt: skip
-    if not 0 <= config.val_fraction < 1:
-        raise DreamcanvasError("--val-fraction must be in [0, 1)")
-    if config.lr <= 0 or config.disc_weight < 0:
-        raise DreamcanvasError("--lr must be positive and --disc-weight not negative")
-    if config.precision not in ("bf16", "fp32") or config.export_dtype not in ("fp16", "fp32"):
-        raise DreamcanvasError("--precision and --export-dtype must each be bf16/fp16 or fp32")
 
 
 # --------------------------------------------------------------------------------------------- data
 def open_picture(path: Path, size: int) -> torch.Tensor:
     """``(3, h, w)`` uint8, shorter side ``size``: transparency over white, the aspect ratio kept."""
-    try:
-        with Image.open(path) as opened:
-            opened.draft("RGB", (size, size))  # JPEGs: decode at a fraction of full size, still >= size
-            picture = opened.convert("RGBA")
-    except (OSError, ValueError) as error:
-        raise DreamcanvasError(f"cannot read picture {path}: {error}") from None
-    flat = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-    flat.alpha_composite(picture)
+    flat = open_rgb(path, (size, size), cover=True)  # large pictures arrive shrunk, shorter side still >= 3 x size
     scale = size / min(flat.size)
     shape = (max(size, round(flat.width * scale)), max(size, round(flat.height * scale)))
     if shape != flat.size:
         flat = flat.resize(shape, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return torch.from_numpy(np.array(flat.convert("RGB"))).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(flat)).permute(2, 0, 1).contiguous()
 
 
 def split_paths(paths: Sequence[Path], root: Path, val_fraction: float) -> tuple[list[Path], list[Path]]:
@@ -403,9 +389,8 @@ def save_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path
     rows = [torch.cat(list(images), dim=2) for images in (originals, reconstructions)]
     grid = torch.cat(rows, dim=1).mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.ascontiguousarray(grid), "RGB").save(temporary, format="PNG")
-    os.replace(temporary, path)
+    picture = Image.fromarray(np.ascontiguousarray(grid), "RGB")
+    atomic.write_atomically(path, lambda file: picture.save(file, format="PNG"))
     return path
 
 
@@ -446,20 +431,15 @@ def export(run: Run, config: TrainVQGANConfig) -> None:
 def save_state(run: Run, config: TrainVQGANConfig, data_fingerprint: str) -> None:
     """Everything ``resume`` needs, written atomically (a Ctrl-C while saving leaves the previous state)."""
     state = {"format": 1, "run": run.state_dict(), "options": config.saved(), "data_fingerprint": data_fingerprint}
-    path = config.out / STATE_NAME
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    atomic.save_torch(config.out / STATE_NAME, state)
+
+
+STATE_SHAPE = {"run": dict, "options": dict, "data_fingerprint": str}
 
 
 def load_state(out: Path) -> dict[str, Any]:
-    path = out / STATE_NAME
-    if not path.is_file():
-        raise DreamcanvasError(f"--resume: {path} does not exist (nothing to resume in {out})")
-    try:  # tensors, numbers, strings and containers only: nothing in it runs code when loaded
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DreamcanvasError(f"--resume: cannot read {path} ({str(error).splitlines()[0][:200]})") from None
+    """``train_state.pt``, weights-only (nothing in it can run code) and checked for the keys resuming needs."""
+    return load_training_state(out / STATE_NAME, STATE_SHAPE)
 
 
 def _comparable(value: Any) -> Any:
@@ -478,10 +458,9 @@ def check_resumable(config: TrainVQGANConfig, state: dict[str, Any], data: Pictu
 
 def resumed_config(config: TrainVQGANConfig, explicit: set[str]) -> TrainVQGANConfig:
     """The saved run's options, except those given explicitly now (the CLI's ``--resume``)."""
-    saved = load_state(config.out)["options"]
-    kept = {name: value for name, value in saved.items() if name not in explicit}
-    if "ch_mult" in kept:
-        kept["ch_mult"] = tuple(kept["ch_mult"])
+    session = {name: getattr(config, name) for name in RESUME_PER_SESSION}
+    saved = saved_options(TrainVQGANConfig, load_state(config.out)["options"], session, config.out / STATE_NAME)
+    kept = {name: getattr(saved, name) for name in saved.saved() if name not in explicit}
     return replace(config, **kept)
 
 
@@ -500,7 +479,7 @@ def write_metrics(config: TrainVQGANConfig, run: Run, data: Pictures, seconds: f
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
-    (config.out / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(config.out / METRICS_NAME, metrics)
     if len(val):
         grid = val[:GRID_PICTURES]
         save_grid(grid, reconstruct(run.model, grid)[0], config.out / HELDOUT_NAME)
@@ -509,26 +488,34 @@ def write_metrics(config: TrainVQGANConfig, run: Run, data: Pictures, seconds: f
 
 # --------------------------------------------------------------------------------------------- the loop
 def train_vqgan(config: TrainVQGANConfig, resume: bool = False, on_step: Callable[[StepInfo], None] | None = None,
-                log: Callable[[str], None] = lambda message: None) -> TrainVQGANResult:  # fmt: skip
+                log: Callable[[str], None] = lambda message: None,
+                force: bool = False) -> TrainVQGANResult:  # fmt: skip
     """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the model, then re-raise.
 
-    ``config.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`).
+    ``config.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`). A run
+    whose memory estimate exceeds the memory available is refused before any picture is decoded, unless
+    ``force``.
     """
     validate(config)
-    with torch_threads(config.threads):
-        return _train(config, resume, on_step, log)
+    with torch_threads(config.threads), output_folder(config.out):
+        return _train(config, resume, on_step, log, force)
 
 
 def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo], None] | None,
-           log: Callable[[str], None]) -> TrainVQGANResult:  # fmt: skip
+           log: Callable[[str], None], force: bool) -> TrainVQGANResult:  # fmt: skip
+    memory.check_fits(memory.estimate_train_vqgan(config, sum(1 for _ in iter_images(config.data_dir))), force=force)
     log(f"reading the pictures under {config.data_dir}")
     data = Pictures.load(config.data_dir, config.size, config.val_fraction)
     run = Run.create(config)
     if resume:
         state = load_state(config.out)
         check_resumable(config, state, data)
-        run.load_state_dict(state["run"])
-    config.out.mkdir(parents=True, exist_ok=True)
+        try:
+            run.load_state_dict(state["run"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise DreamcanvasError(
+                f"--resume: {config.out / STATE_NAME} does not fit this model ({' '.join(str(error).split())[:200]})"
+            ) from None
     log(f"{len(data.train)} training pictures, {len(data.val)} held out; "
         f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters, f={run.model.factor}")  # fmt: skip
     fixed = data.views(data.train, GRID_PICTURES)
@@ -544,6 +531,9 @@ def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo],
                 break
             set_lr(run, config)
             losses, latent = train_step(run, data.batch(run.step, config.batch_size, config.seed), config)
+            if not all(math.isfinite(value) for value in losses.values()):
+                raise DreamcanvasError(f"the losses became {losses} at step {run.step + 1}: training diverged "
+                                       "(try a lower --lr); the last train_state.pt is kept")  # fmt: skip
             run.step += 1
             run.l1.append(round(losses["l1"], 5))
             restarted = 0
