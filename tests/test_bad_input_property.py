@@ -258,6 +258,19 @@ def test_data_clipart_refuses_cleanly_or_builds(changes: dict) -> None:
         check_outcome("data clipart", argv, Path(folder), Path("corpus"))
 
 
+MODEL_NAMES = HOSTILE | st.sampled_from(["bundled:guide", "bundled:nope", "local-dir:missing", "local-dir:.",
+                                         "hf-hub:", "hf-hub:a/b", "ViT-B-32:nope", "ViT-B-32:openai", ":", "local:x"])
+
+
+@PROPERTY
+@given(name=MODEL_NAMES)
+def test_models_download_refuses_cleanly_or_verifies(name: str) -> None:
+    """Offline (the tests never reach a network): a name is refused with one line, or found already whole."""
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        _playground(Path(folder))
+        check_outcome("models download", ["models", "download", name], Path(folder), None)
+
+
 # --------------------------------------------------------------------------------------------- stored settings
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)

@@ -188,7 +188,7 @@ def offline_with_bundled_guide(tmp_path, monkeypatch, tiny_clip_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bundled = tmp_path / "bundled"
     shutil.copytree(tiny_clip_dir, bundled / "guide")
-    monkeypatch.setattr(weights, "bundled_dir", lambda name: bundled / name)
+    monkeypatch.setattr(weights.registry, "bundled_dir", lambda name: bundled / name)
     return bundled
 
 
@@ -219,7 +219,7 @@ def test_offline_without_a_bundled_guide_is_the_download_error(tmp_path, capsys,
     from dreamcanvas import weights
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(weights, "bundled_dir", lambda name: tmp_path / "nothing" / name)
+    monkeypatch.setattr(weights.registry, "bundled_dir", lambda name: tmp_path / "nothing" / name)
     code, _, err = run_cli([*no_clip_args(), "--out", tmp_path / "run"], capsys)
     assert code != 0 and "dreamcanvas models download ViT-B-32:openai" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()

@@ -396,6 +396,17 @@ def test_score_refuses_empty_prompts(tiny_clip_spec: str, tmp_path: Path, capsys
     assert "non-empty" in one_error_line(code, err)
 
 
+def test_a_frames_folder_planted_as_a_link_is_refused(tiny_clip_spec: str, tmp_path: Path, capsys) -> None:
+    run = generate(tiny_settings(tiny_clip_spec, iterations=4, save_every=2), tmp_path / "run").run_dir
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(run / rundir.FRAMES_DIR)
+    (run / rundir.FRAMES_DIR).symlink_to(elsewhere)
+    code, _, err = run_cli(["resume", run, "-i", "6", "-q"], capsys)
+    assert "not a plain folder" in one_error_line(code, err)
+    assert not list(elsewhere.iterdir())
+
+
 def test_temporary_files_never_reuse_a_predictable_name(tmp_path: Path) -> None:
     from dreamcanvas.files import atomic
 

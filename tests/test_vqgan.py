@@ -682,7 +682,7 @@ def test_vqgan_clip_run_lowers_the_loss_and_resumes_exactly(tiny_dir, tmp_path, 
 
 
 def test_bundled_vqgan_resolves_inside_the_package(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "bundled_dir", lambda name: tiny_dir if name == "vqgan" else tmp_path / name)
+    monkeypatch.setattr(weights.registry, "bundled_dir", lambda name: tiny_dir if name == "vqgan" else tmp_path / name)
     generator = tiny_generator(tiny_dir, vqgan_model="bundled:vqgan")
     assert generator().shape[-2:] == (16, 16)
     with pytest.raises(DreamcanvasError, match="no bundled VQGAN 'bundled:nothing'"):

@@ -240,7 +240,7 @@ def test_registered_clip_models_are_real_open_clip_models():
     clip_sources = [source for source in weights.list_sources() if source.kind == "clip"]
     assert DEFAULT_CLIP in [source.name for source in clip_sources]
     for source in clip_sources:
-        arch, cfg = weights._pretrained_cfg(source.name, source.open_clip)
+        arch, cfg = weights.clip._pretrained_cfg(source.name, source.open_clip)
         assert open_clip.get_model_config(arch) and cfg["hf_hub"]
 
 
@@ -343,7 +343,7 @@ def url_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, byt
     folder = tmp_path / "sources"
     folder.mkdir()
     (folder / "test.json").write_text(json.dumps(entry))
-    monkeypatch.setattr(weights, "SOURCE_DIRS", [*weights.SOURCE_DIRS, folder])
+    monkeypatch.setattr(weights.registry, "SOURCE_DIRS", [*weights.registry.SOURCE_DIRS, folder])
     return contents
 
 
@@ -386,10 +386,10 @@ def test_url_download_is_atomic_and_checked(tmp_path):
     origin.write_bytes(b"\x00\x01" * 5000)
     target = tmp_path / "cache" / "model.bin"
     with pytest.raises(CorruptWeightsError, match="different file"):
-        weights._download_url(origin.as_uri(), target, sha256="0" * 64, model_name="m")
+        weights.fetch._download_url(origin.as_uri(), target, sha256="0" * 64, model_name="m")
     assert list(target.parent.iterdir()) == []  # neither the file nor a partial one is left
 
-    weights._download_url(
+    weights.fetch._download_url(
         origin.as_uri(), target, sha256=hashlib.sha256(origin.read_bytes()).hexdigest(), model_name="m"
     )
     assert target.read_bytes() == origin.read_bytes()
@@ -409,7 +409,7 @@ def test_url_download_is_atomic_and_checked(tmp_path):
 )
 def test_malformed_sources_name_the_file_and_entry(tmp_path, monkeypatch, entry, problem):
     (tmp_path / "broken.json").write_text(json.dumps({"bad-model": entry}))
-    monkeypatch.setattr(weights, "SOURCE_DIRS", [tmp_path])
+    monkeypatch.setattr(weights.registry, "SOURCE_DIRS", [tmp_path])
     with pytest.raises(ValueError, match=problem) as error:
         weights.list_sources()
     assert "broken.json" in str(error.value) and "bad-model" in str(error.value)
@@ -419,7 +419,7 @@ def test_a_name_defined_twice_is_an_error(tmp_path, monkeypatch):
     entry = {"twice": {"kind": "clip", "description": "d", "open_clip": "RN50:openai"}}
     for name in ("a.json", "b.json"):
         (tmp_path / name).write_text(json.dumps(entry))
-    monkeypatch.setattr(weights, "SOURCE_DIRS", [tmp_path])
+    monkeypatch.setattr(weights.registry, "SOURCE_DIRS", [tmp_path])
     with pytest.raises(ValueError, match=r"already defined in a\.json"):
         weights.list_sources()
 

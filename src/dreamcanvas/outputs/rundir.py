@@ -84,10 +84,17 @@ MAX_RUN_JSON_BYTES = 200_000_000
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` of a run folder, checked to hold a ``settings`` object and the ``step`` reached."""
+    """``run.json`` of a run folder, checked to hold a ``settings`` object and the ``step`` reached.
+
+    A ``frames`` folder that is a symbolic link is refused: frames written into it would land wherever it
+    points (the files themselves are safe: see :mod:`dreamcanvas.files.atomic`).
+    """
     path = run_dir / RUN_JSON
     if not run_dir.is_dir():
         raise DreamcanvasError(f"no such run folder: {run_dir}")
+    frames = run_dir / FRAMES_DIR
+    if frames.is_symlink() or (frames.exists() and not frames.is_dir()):
+        raise DreamcanvasError(f"{frames} is not a plain folder (a link?); refusing to write frames through it")
     if not path.is_file():
         raise DreamcanvasError(f"{run_dir} is not a dreamcanvas run folder (no {RUN_JSON})")
     if path.stat().st_size > MAX_RUN_JSON_BYTES:
