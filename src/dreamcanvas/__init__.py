@@ -15,7 +15,7 @@ from dreamcanvas.settings import GenerateSettings
 
 __version__ = "0.1.0"
 
-__all__ = ["DreamcanvasError", "GenerateSettings", "__version__", "generate", "resume"]
+__all__ = ["DreamcanvasError", "GenerateSettings", "__version__", "generate", "load_diffusion_unet", "resume"]
 
 
 def __getattr__(name: str):
@@ -24,4 +24,8 @@ def __getattr__(name: str):
         from dreamcanvas import engine
 
         return getattr(engine, name)
+    if name == "load_diffusion_unet":
+        from dreamcanvas.generators.diffusion import load_diffusion_unet
+
+        return load_diffusion_unet
     raise AttributeError(name)

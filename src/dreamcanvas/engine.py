@@ -27,6 +27,7 @@ from dreamcanvas.files import atomic
 from dreamcanvas.files.atomic import WriteFailedError
 from dreamcanvas.files.checkpoints import load_checkpoint, require
 from dreamcanvas.generators import Generator, create_generator, generator_class
+from dreamcanvas.generators.base import SamplingGenerator
 from dreamcanvas.motion import move_picture
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.perceptor.augment import build_augmentations
@@ -65,7 +66,8 @@ class Job:
     settings: GenerateSettings
     guide: ClipGuide
     generator: Generator
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
+    """None for a :class:`~dreamcanvas.generators.base.SamplingGenerator`, which takes its own steps."""
     init_image: torch.Tensor | None = None
     story_length: int = 1
 
@@ -83,7 +85,8 @@ class Job:
         s = self.settings
         moved = move_picture(self.generator(), s.zoom_scale, s.zoom_shift_x, s.zoom_shift_y, s.zoom_rotate)
         self.generator.from_image(moved.clamp(0, 1))
-        self.optimizer.state.clear()
+        if self.optimizer is not None:
+            self.optimizer.state.clear()
 
     def loss(self, image: torch.Tensor) -> torch.Tensor:
         loss = self.guide(image)
@@ -173,8 +176,10 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
         part = parse_image_prompt(spec)
         guide.add_image(png.load_image(part.text, size), part)
 
-    lr = settings.lr if settings.lr is not None else generator.default_lr
-    optimizer = OPTIMIZERS[settings.optimizer](generator.trainable_parameters(), lr)
+    optimizer = None
+    if not isinstance(generator, SamplingGenerator):
+        lr = settings.lr if settings.lr is not None else generator.default_lr
+        optimizer = OPTIMIZERS[settings.optimizer](generator.trainable_parameters(), lr)
     return Job(settings, guide, generator, optimizer, init_image, len(story))
 
 
@@ -196,7 +201,7 @@ def _save_checkpoint(job: Job, run_dir: Path, state: RunState) -> None:
         "losses": state.losses,
         "rng_state": state.rng_state,
         "generator": job.generator.state_dict(),
-        "optimizer": job.optimizer.state_dict(),
+        "optimizer": job.optimizer.state_dict() if job.optimizer is not None else {},
         "settings": job.settings.to_dict(),
     }
     atomic.save_torch(run_dir / rundir.STATE_NAME, checkpoint)
@@ -231,7 +236,8 @@ def _load_checkpoint(job: Job, run_dir: Path) -> RunState:
         raise DreamcanvasError(f"cannot resume: {where} is damaged ('losses' holds something else than numbers)")
     try:
         job.generator.load_state_dict(checkpoint["generator"])
-        job.optimizer.load_state_dict(checkpoint["optimizer"])
+        if job.optimizer is not None:
+            job.optimizer.load_state_dict(checkpoint["optimizer"])
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
         reason = " ".join(str(error).split())[:200]
         raise DreamcanvasError(
@@ -277,16 +283,7 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
             if step > 0 and step % settings.save_every == 0 and not rundir.frame_path(run_dir, step).exists():
                 _save_frame(job, run_dir, image, step)
                 _save_checkpoint(job, run_dir, state)
-            loss = job.loss(image)
-            if not torch.isfinite(loss):
-                raise DivergedError(
-                    f"the loss became {loss.item()} at step {step + 1}: the run diverged (try a lower --lr); "
-                    "its last checkpoint is kept"
-                )
-            job.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            job.optimizer.step()
-            job.generator.constrain_()
+            loss = _advance(job, image, step)
             step += 1
             if settings.zoom and step % settings.zoom_every == 0 and step != total:
                 job.move_camera()
@@ -304,6 +301,29 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
         raise
     _save_checkpoint(job, run_dir, state)
     return True
+
+
+def _advance(job: Job, image: torch.Tensor, step: int) -> torch.Tensor:
+    """One step: an optimiser update of the generator's parameters, or a sampling generator's own step."""
+    if job.optimizer is None:
+        loss = job.generator.sample_step(job.loss, step)
+        _check_finite(loss, step)
+        return loss
+    loss = job.loss(image)
+    _check_finite(loss, step)
+    job.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    job.optimizer.step()
+    job.generator.constrain_()
+    return loss
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise DivergedError(
+            f"the loss became {loss.item()} at step {step + 1}: the run diverged (try a lower --lr or guidance "
+            "scale); its last checkpoint is kept"
+        )
 
 
 def finish(job: Job, run_dir: Path, state: RunState, completed: bool) -> Path:

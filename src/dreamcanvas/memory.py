@@ -7,10 +7,12 @@ will need and :func:`check_fits` refuses, in one line, what the machine cannot h
 The estimate models the parts from the architecture: a model's weights from its parameter count (read from
 its config) or its weights file, the activations autograd keeps for the backward pass per cutout or per
 pixel, the cutout batch and its augmented copies, and the generator's parameters, gradients and Adam moments.
-It reads small config files and file sizes only; it never loads weights, decodes a picture or imports torch
-unless a config has to come from open_clip. Its coefficients were measured on real runs with
-``benchmarks/bench_memory.py``, which prints estimate and measurement side by side; they are chosen so that
-the estimate stays above the measured peak, by at most about half as much again.
+It reads small config files, file sizes and picture headers only; it never loads weights or decodes a picture,
+and imports torch only where a config has to come from open_clip or a VQGAN's files have to be found. Peaks of
+phases that do not overlap are not added up: a checkpoint read whole while its model loads counts only where
+it exceeds what the optimisation steps need. The coefficients were measured on real runs with
+``benchmarks/bench_memory.py``, which prints estimate and measurement side by side; they keep the estimate
+above the measured peak, by at most about half as much again.
 """
 
 from __future__ import annotations
@@ -41,66 +43,86 @@ FLOAT32 = 4
 BFLOAT16 = 2
 
 # ---------------------------------------------------------------------------------------------- coefficients
-# All measured with benchmarks/bench_memory.py (one thread, peak RSS of a fresh process per configuration) and
-# rounded up, unless marked "formula only". Bytes per element are per element of the tensors the comment names.
+# Measured with benchmarks/bench_memory.py (peak RSS of a fresh `python -m dreamcanvas ...` per configuration,
+# one thread, torch 2.9 on x86-64 with AMX) and rounded up; "formula only" marks what was not measured. Bytes
+# per element are per element of the tensors the comment names.
 
-RUNTIME_BYTES = 700_000_000
-"""Python, torch, open_clip, kornia and dreamcanvas imported, before any model: the floor of every run."""
+RUNTIME_BYTES = 950_000_000
+"""Python, torch, open_clip, kornia and dreamcanvas imported and one step's scratch buffers (oneDNN, thread
+pools): the floor of every run (measured 830-915 MB with the smallest models)."""
 
-CLIP_WEIGHT_COPIES_WHILE_LOADING = 1.0
-"""A checkpoint is read whole into memory and then copied into the model: the file's bytes come on top of the
-model's fp32 parameters while it loads."""
-
-VIT_BYTES_PER_TOKEN_CHANNEL = {FLOAT32: 60.0, BFLOAT16: 40.0}
+VIT_BYTES_PER_TOKEN_CHANNEL = {FLOAT32: 90.0, BFLOAT16: 48.0}
 """Per ViT layer, token and channel of one cutout: what the image tower keeps for the backward pass (layer
-norms, q/k/v, the 4x wide MLP and its activation, residuals) plus the gradients alive while it runs. In bf16
+norms, q/k/v, the 4x wide MLP and its activation, residuals) and the gradients alive while it runs. Fits the
+bundled guide (6 layers, 65 tokens, width 192) and ViT-B/32 (12, 50, 768) alike: 37 (bf16) and 60-74 (fp32)
+measured, with head room for the spread between repeated runs (up to 12 % of the peak with ViT-B/32). In bf16
 the attention core still runs in fp32 (see cpu_bf16.py), so bf16 saves less than half."""
 
 ATTENTION_BYTES_PER_SCORE = 8.0
-"""Per head and token pair: scores and probabilities in fp32 if attention is not fused. Formula only: the
-measured ViTs have 50-65 tokens, where this term is lost in the noise; it matters for ViT-L/14@336 (577)."""
+"""Per layer, head and token pair: attention scores and probabilities in fp32. With it the ViT term above fits
+both measured towers; it dominates for long sequences (ViT-L/14@336: 577 tokens)."""
 
-RESNET_BYTES_PER_FEATURE = {FLOAT32: 16.0, BFLOAT16: 10.0}
-"""Per element of every convolution output of a CLIP ResNet (convolution, batch norm and ReLU outputs kept)."""
+RESNET_BYTES_PER_FEATURE = {FLOAT32: 12.5, BFLOAT16: 8.0}
+"""Per element of every convolution output of a CLIP ResNet, one cutout (convolution, batch norm and ReLU
+outputs kept): RN50 measured 10.8 (fp32) and 6.9 (bf16)."""
 
-CUTOUT_COPIES = 24.0
+CUTOUT_COPIES = 22.0
 """fp32 copies of the ``cutn x 3 x S x S`` cutout batch alive at the peak: crops, each augmentation's output and
-what it keeps (grids of affine and perspective, colour jitter's HSV steps, noise), clamp, normalisation."""
+what it keeps (grids of affine and perspective, colour jitter's HSV steps, noise), clamp, normalisation.
+Measured with and without ``--augs``: 17 copies, plus the fixed cost below."""
 
-PICTURE_BYTES_PER_PIXEL = {"pixel": 100.0, "fourier": 150.0, "vqgan": 60.0}
+CUTOUT_FIXED_BYTES = 1_000_000
+"""Per cutout, whatever its size (measured 0.8 MB): per-cutout augmentation state and autograd bookkeeping."""
+
+CROP_BYTES_PER_PICTURE_PIXEL = 1.5
+"""Per cutout and pixel of the picture's square (``min(W, H)^2``): a crop of a large picture is copied before it
+is resized, and its gradient flows back at full size (measured 0.9 for pixel, 1.4 for fourier)."""
+
+PICTURE_BYTES_PER_PIXEL = {"pixel": 100.0, "fourier": 190.0, "vqgan": 60.0}
 """Per output pixel, besides a VQGAN's decoder: parameters, gradient and Adam moments (pixel: the picture
 itself; fourier: the spectrum, a spectrum-sized scale, the complex product, inverse FFT, colour mixing and
-sigmoid), the rendered picture, its gradient summed over the cutouts' slices, and the final PNG's conversion."""
+sigmoid), the rendered picture, its gradient and the final PNG's conversion. Measured 79 (pixel) and 160
+(fourier) at 1536-2048 px."""
 
-VQGAN_BYTES_PER_FEATURE = {FLOAT32: 20.0, BFLOAT16: 12.0}
-"""Per element of every convolution output of the VQGAN decoder (group norm, SiLU and convolution outputs are
-kept for the backward pass to the latent)."""
+VQGAN_BYTES_PER_FEATURE = {FLOAT32: 11.0, BFLOAT16: 7.0}
+"""Per element of every convolution and norm output of the VQGAN decoder, per output pixel (kept for the
+backward pass to the latent). Measured on the bundled VQGAN and vqgan_imagenet_f16_16384's network at
+256-1024 px: 7.9-10.3 (fp32), 4.1-5.9 (bf16)."""
 
 VQGAN_CODE_SCORE_BYTES = 2 * FLOAT32
 """Per latent cell and codebook row: the distance matrix of the nearest-code search and its matmul output."""
 
 PROMPT_PICTURE_BYTES_PER_PIXEL = 40.0
-"""Per pixel of an init or image prompt picture at the drawing's size (decoded RGBA, RGB, float array and
-tensor), formula only."""
+"""Per pixel of an init or image prompt picture at the drawing's size (RGB, float array, tensor, its cutouts'
+source), formula only; the decoded file adds ``DECODED_BYTES_PER_PIXEL`` per pixel of its own size."""
 
-ENCODER_BYTES_PER_FEATURE = FLOAT32 * 3
-"""A VQGAN's encoder run once without gradients (init image, ``--init-noise pixels``), formula only: about
-three feature maps of its widest full-size layer alive at a time."""
+DECODED_BYTES_PER_PIXEL = 12
+"""A picture file decoded: RGBA, the white background it is composited on, and RGB (formula only)."""
+
+ENCODER_MAPS = 3
+"""A VQGAN's encoder run once without gradients (init image, ``--init-noise pixels``): about three fp32 maps of
+its full-size width alive at a time (formula only)."""
 
 TRAIN_BYTES_PER_PARAMETER = 24.0
 """Training: fp32 weights, gradients and both Adam moments (16 bytes), bf16 autocast copies of the weights and
-the fp16 export."""
+the fp16 export (formula; the measured intercepts agree)."""
 
-TRAIN_VIT_BYTES_PER_TOKEN_CHANNEL = 80.0
-"""Training a CLIP: per transformer layer, token and channel of one sample (image or text tower)."""
+TRAIN_BYTES_PER_TOKEN_CHANNEL = {FLOAT32: 105.0, BFLOAT16: 50.0}
+"""Training a CLIP: per transformer layer, token and channel of one sample, image and text tower (plus the
+attention scores above: training runs the plain "math" attention). Measured 88 (fp32) and 34 (bf16 autocast)
+on the small config."""
 
 TRAIN_IMAGE_COPIES = 16.0
 """Training a CLIP: fp32 copies of the ``batch x 3 x S x S`` image batch (augmentation: crop grid, blur,
-noise, erasing; normalisation)."""
+noise, erasing; normalisation). Formula only: a small share of the measured per-sample cost."""
 
-TRAIN_VQGAN_BYTES_PER_FEATURE = 30.0
-"""Training a VQGAN: per element of every encoder and decoder convolution output of one picture of the batch
-(weights need gradients too), plus the three discriminator passes."""
+TRAIN_VQGAN_BYTES_PER_FEATURE = {FLOAT32: 10.5, BFLOAT16: 6.5}
+"""Training a VQGAN: per element of every encoder, decoder and (three passes of the) discriminator output of one
+picture of the batch. Measured 9.8 (fp32) and 6.2 (bf16 autocast) at 64 px, batch 8-32."""
+
+TRAIN_VQGAN_EVAL_MAPS = 12
+"""Training a VQGAN: reconstructions for samples and held-out scores run without gradients, in batches of up to
+32 pictures: about twelve fp32 maps of the full-size width per picture (measured: 300 MB at 128 px, 8 pictures)."""
 
 TRAIN_VQGAN_ASPECT = 1.5
 """Pictures are kept with their shorter side at ``--size`` and their aspect ratio: assume 3:2 (formula only)."""
@@ -131,7 +153,7 @@ VQGAN_LOCAL_PREFIX = "local:"
 # ---------------------------------------------------------------------------------------------- the estimate
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """A run's expected peak memory, and what it is made of (for the message and for ``--verbose`` output)."""
+    """A run's expected peak memory and what it is made of (bytes per part; the parts add up to the total)."""
 
     total_bytes: int
     parts: dict[str, int]
@@ -262,38 +284,37 @@ def _cgroup_folders(mount: Path, inner: str) -> list[Path]:
     return chain
 
 
-def _cgroup_headroom() -> list[int]:
+def _cgroup_headroom(cgroup_file: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> list[int]:
     """``limit - (usage - inactive page cache)`` of every limited cgroup level above this process, v2 and v1."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = cgroup_file.read_text().splitlines()
     except OSError:
         return []
     headrooms = []
     for line in lines:
-        _, controllers, inner = ([*line.split(":", 2), "", ""])[:3]
+        _, controllers, inner = [*line.split(":", 2), "", ""][:3]
         if controllers == "":  # cgroup v2, unified hierarchy
-            for folder in _cgroup_folders(Path("/sys/fs/cgroup"), inner):
-                limit, usage = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
-                if limit is not None and usage is not None and limit < _NO_LIMIT:
-                    cache = _stat_value(folder / "memory.stat", ["inactive_file"])
-                    headrooms.append(max(limit - usage + cache, 0))
+            files, mount = ("memory.max", "memory.current", ["inactive_file"]), root
         elif "memory" in controllers.split(","):  # cgroup v1
-            for folder in _cgroup_folders(Path("/sys/fs/cgroup/memory"), inner):
-                limit = _read_int(folder / "memory.limit_in_bytes")
-                usage = _read_int(folder / "memory.usage_in_bytes")
-                if limit is not None and usage is not None and limit < _NO_LIMIT:
-                    cache = _stat_value(folder / "memory.stat", ["total_inactive_file", "inactive_file"])
-                    headrooms.append(max(limit - usage + cache, 0))
+            files, mount = ("memory.limit_in_bytes", "memory.usage_in_bytes", ["total_inactive_file"]), root / "memory"
+        else:
+            continue
+        limit_name, usage_name, cache_names = files
+        for folder in _cgroup_folders(mount, inner):
+            limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
+            if limit is not None and usage is not None and limit < _NO_LIMIT:
+                cache = _stat_value(folder / "memory.stat", cache_names)
+                headrooms.append(max(limit - usage + cache, 0))
     return headrooms
 
 
 # ---------------------------------------------------------------------------------------------- precision
 def _cpu_has_fast_bf16() -> bool:
     """What ``--precision auto`` picks, without importing torch if it is not loaded yet (the CPU's flags)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
+    torch_cpu = getattr(sys.modules.get("torch"), "cpu", None)
+    if torch_cpu is not None:  # the very test --precision auto makes (perceptor.guide.fast_bf16_available)
         checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+        return any(getattr(torch_cpu, name, lambda: False)() for name in checks)
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
@@ -489,7 +510,10 @@ def clip_shape(spec: str) -> ClipShape:
     except (OSError, ValueError, TypeError):
         found = None
     model_cfg, weights_file = found or (VIT_B_32, None)
-    return _shape_of(model_cfg, weights_file)
+    try:
+        return _shape_of(model_cfg, weights_file)
+    except Exception:  # a config too odd to read (validation happens elsewhere): assume ViT-B-32, as when missing
+        return _shape_of(VIT_B_32, None)
 
 
 def _per_cutout_activation_bytes(shape: ClipShape, dtype_bytes: int) -> float:
@@ -506,10 +530,14 @@ def _per_cutout_activation_bytes(shape: ClipShape, dtype_bytes: int) -> float:
 # ---------------------------------------------------------------------------------------------- VQGAN models
 @dataclass(frozen=True)
 class VQGANShape:
+    """What memory depends on in a VQGAN, read from its yaml."""
+
     ddconfig: dict[str, Any]
     n_embed: int
     embed_dim: int
+    parameters: int
     checkpoint_bytes: int
+    """Bytes of the checkpoint, read whole while loading (it may hold a discriminator, or a whole transformer)."""
 
     @property
     def factor(self) -> int:
@@ -554,9 +582,13 @@ def vqgan_shape(spec: str) -> VQGANShape:
     except (OSError, ValueError, TypeError):
         config_path, checkpoint_path, registered_bytes = None, None, None
     ddconfig, n_embed, embed_dim = _ddconfig_from_yaml(config_path) or (F16_16384, *F16_16384_CODES)
-    parameters = vqgan_parameters(ddconfig, n_embed, embed_dim)
+    try:
+        parameters = vqgan_parameters(ddconfig, n_embed, embed_dim)
+    except Exception:  # a yaml too odd to read (the loader will say why): assume the default network
+        ddconfig, (n_embed, embed_dim) = F16_16384, F16_16384_CODES
+        parameters = vqgan_parameters(ddconfig, n_embed, embed_dim)
     checkpoint = _file_size(checkpoint_path) or registered_bytes or parameters * FLOAT32
-    return VQGANShape(ddconfig, n_embed, embed_dim, int(max(checkpoint, parameters * FLOAT32)))
+    return VQGANShape(ddconfig, n_embed, embed_dim, parameters, int(checkpoint))
 
 
 def _conv(inputs: int, outputs: int, kernel: int = 3) -> int:
@@ -666,49 +698,108 @@ def _decoded_pixels(path: str) -> int:
         return 0
 
 
+def _peak(resident: dict[str, float], running: dict[str, float], loading: list[float]) -> dict[str, float]:
+    """Parts of the peak: what stays resident, plus the larger of the optimisation steps' needs and the biggest
+    file read whole while a model loads (models load one after another, before the first step)."""
+    parts = {**resident, **running}
+    excess = max(loading, default=0.0) - sum(running.values())
+    if excess > 0:
+        parts["loading"] = excess
+    return parts
+
+
 def estimate_generate(settings: GenerateSettings) -> MemoryEstimate:
     """Peak memory of ``dreamcanvas generate`` with these settings; never raises for odd model names."""
     width, height = _number(settings.width, 1), _number(settings.height, 1)
     cutn = _number(settings.cutn, 1)
     dtype_bytes = _image_dtype_bytes(str(settings.precision))
     specs = list(settings.clip_models) or [DEFAULT_CLIP]  # or the smaller bundled guide offline: see VIT_B_32
-    parts: dict[str, float] = {"runtime": RUNTIME_BYTES, "clip weights": 0.0, "clip activations": 0.0, "cutouts": 0.0}
     generator = str(settings.generator)
-    if generator == "vqgan":
-        vqgan = vqgan_shape(settings.vqgan_model)
+    vqgan = vqgan_shape(settings.vqgan_model) if generator == "vqgan" else None
+    if vqgan is not None:  # the generator rounds the size down to whole latent cells
         width, height = max(1, width // vqgan.factor) * vqgan.factor, max(1, height // vqgan.factor) * vqgan.factor
-    pixels = width * height
+    pixels, square = width * height, min(width, height) ** 2
+
+    resident: dict[str, float] = {"runtime": RUNTIME_BYTES, "clip weights": 0.0}
+    running: dict[str, float] = {"clip activations": 0.0, "cutouts": 0.0}
+    loading: list[float] = []
     for spec in specs:
         shape = clip_shape(spec)
-        parts["clip weights"] += shape.parameters * FLOAT32 + shape.checkpoint_bytes * CLIP_WEIGHT_COPIES_WHILE_LOADING
-        parts["clip activations"] += cutn * _per_cutout_activation_bytes(shape, dtype_bytes)
-        parts["cutouts"] += cutn * 3 * shape.image_size**2 * FLOAT32 * CUTOUT_COPIES
-    parts["generator"] = pixels * PICTURE_BYTES_PER_PIXEL.get(generator, max(PICTURE_BYTES_PER_PIXEL.values()))
-    if generator == "vqgan":
-        cells = pixels // vqgan.factor**2
-        parts["vqgan weights"] = vqgan.checkpoint_bytes
-        parts["vqgan decoder"] = (
+        resident["clip weights"] += shape.parameters * FLOAT32
+        loading.append(shape.checkpoint_bytes)
+        running["clip activations"] += cutn * _per_cutout_activation_bytes(shape, dtype_bytes)
+        running["cutouts"] += cutn * (3 * shape.image_size**2 * FLOAT32 * CUTOUT_COPIES + CUTOUT_FIXED_BYTES)
+    picture = PICTURE_BYTES_PER_PIXEL.get(generator, max(PICTURE_BYTES_PER_PIXEL.values()))
+    running["generator"] = pixels * picture + len(specs) * cutn * square * CROP_BYTES_PER_PICTURE_PIXEL
+    if vqgan is not None:
+        # the decoder (about half the network) gets a bf16 copy of its weights
+        resident["vqgan weights"] = vqgan.parameters * (FLOAT32 + (BFLOAT16 / 2 if dtype_bytes == BFLOAT16 else 0))
+        loading.append(vqgan.checkpoint_bytes)
+        running["vqgan decoder"] = (
             pixels * decoder_features_per_pixel(vqgan.ddconfig) * VQGAN_BYTES_PER_FEATURE[dtype_bytes]
             + _attention_score_bytes(vqgan.ddconfig, pixels)
-            + cells * vqgan.n_embed * VQGAN_CODE_SCORE_BYTES
+            + pixels // vqgan.factor**2 * vqgan.n_embed * VQGAN_CODE_SCORE_BYTES
         )
         if settings.init_image or settings.init_noise != "none":
-            widest_full_size = _levels(vqgan.ddconfig)[0][0]
-            parts["vqgan encoder"] = pixels * widest_full_size * ENCODER_BYTES_PER_FEATURE
+            loading.append(pixels * _levels(vqgan.ddconfig)[0][0] * FLOAT32 * ENCODER_MAPS)
+    if generator == "diffusion":
+        parameters, channels, checkpoint = diffusion_shape(settings.diffusion_model)
+        resident["unet weights"] = parameters * FLOAT32
+        loading.append(checkpoint)
+        running["unet activations"] = pixels * channels * DIFFUSION_BYTES_PER_PIXEL_CHANNEL[dtype_bytes]
     pictures = _prompt_pictures(settings)
     if pictures:
-        parts["prompt pictures"] = sum(
-            pixels * PROMPT_PICTURE_BYTES_PER_PIXEL + _decoded_pixels(path) * 12 for path in pictures
+        running["prompt pictures"] = sum(
+            pixels * PROMPT_PICTURE_BYTES_PER_PIXEL + _decoded_pixels(path) * DECODED_BYTES_PER_PIXEL
+            for path in pictures
         )
     summary = f"picture {width}x{height}, {_plural(cutn, 'cutout')}, {_plural(len(specs), 'CLIP model')}"
-    return _estimate(parts, summary, "use a smaller --size or --cutn")
+    return _estimate(_peak(resident, running, loading), summary, "use a smaller --size or --cutn")
+
+
+# ---------------------------------------------------------------------------------------------- diffusion
+DIFFUSION_BYTES_PER_PIXEL_CHANNEL = {FLOAT32: 320.0, BFLOAT16: 200.0}
+"""UNet activations kept for the one backward of a guided step, per output pixel and base channel. Formula only,
+from the reference measurement (the 256 model, fp32, 2 cores: 7.9 GB peak with 2.2 GB of weights); the bf16
+value is a guess until benchmarks/bench_memory.py measures the real architecture."""
+KNOWN_DIFFUSION_MODELS = {
+    "256x256_diffusion_uncond": (552_814_086, 256),
+    "512x512_diffusion_uncond_finetune_008100": (557_973_638, 256),
+}
+"""Parameters and base width (``num_channels``) of the registered diffusion models."""
+
+
+def diffusion_shape(spec: str) -> tuple[int, int, int]:
+    """(parameters, base width, checkpoint bytes) of a diffusion model, without loading it.
+
+    A local file: its size gives the parameters (fp32), its ``model_flags.json`` the width (else 256, the
+    ImageNet models'). Anything unknown is taken as the 256 model.
+    """
+    parameters, channels = KNOWN_DIFFUSION_MODELS["256x256_diffusion_uncond"]
+    spec = str(spec)
+    if spec.startswith("local:"):
+        path = Path(spec[len("local:") :]).expanduser()
+        size = _file_size(path)
+        if size:
+            parameters = size // FLOAT32
+        try:
+            flags = json.loads((path.parent / "model_flags.json").read_text(encoding="utf-8"))
+            channels = _number(flags.get("num_channels"), channels) if isinstance(flags, dict) else channels
+        except (OSError, ValueError):
+            pass
+        return parameters, channels, size or parameters * FLOAT32
+    parameters, channels = KNOWN_DIFFUSION_MODELS.get(spec, (parameters, channels))
+    return parameters, channels, parameters * FLOAT32
 
 
 # ---------------------------------------------------------------------------------------------- trainers
-def _train_clip_config(options: TrainOptions) -> tuple[dict[str, Any], ClipShape]:
+def _train_dtype_bytes(precision: str) -> int:
+    return FLOAT32 if precision == "fp32" else BFLOAT16
+
+
+def _train_clip_shape(options: TrainOptions) -> ClipShape:
     if options.init:
-        shape = clip_shape(options.init)
-        return {"vision_cfg": shape.vision, "text_cfg": shape.text}, shape
+        return clip_shape(options.init)
     try:
         from dreamcanvas.training.clip import model_config
 
@@ -716,36 +807,43 @@ def _train_clip_config(options: TrainOptions) -> tuple[dict[str, Any], ClipShape
     except (DreamcanvasError, OSError, ValueError, TypeError, AttributeError):
         from dreamcanvas.training.clip import CONFIGS
 
-        model_cfg = CONFIGS["small"]
-    return model_cfg, _shape_of(model_cfg, None)
+        model_cfg = CONFIGS["small"]  # what the CLI itself will refuse; the default config meanwhile
+    return _shape_of(model_cfg, None)
+
+
+def _tower_training_bytes(layers: int, tokens: int, width: int, heads: int, dtype_bytes: int) -> float:
+    per_layer = (
+        tokens * width * TRAIN_BYTES_PER_TOKEN_CHANNEL[dtype_bytes] + heads * tokens**2 * ATTENTION_BYTES_PER_SCORE
+    )
+    return layers * per_layer
 
 
 def estimate_train_clip(options: TrainOptions, pictures: int) -> MemoryEstimate:
     """Peak memory of ``dreamcanvas train clip`` on ``pictures`` captioned pictures (pairs)."""
-    pictures = max(int(pictures), 0)
+    pictures = max(_number(pictures, 0), 0)
     batch = _number(options.batch_size, 1)
-    _, shape = _train_clip_config(options)
-    size = shape.image_size
-    context = _number(shape.text.get("context_length"), 77)
-    if _is_resnet(shape.vision):
-        vision = _resnet_feature_elements(shape.vision) * RESNET_BYTES_PER_FEATURE[FLOAT32]
+    dtype_bytes = _train_dtype_bytes(str(options.precision))
+    shape = _train_clip_shape(options)
+    size, text = shape.image_size, shape.text
+    context = _number(text.get("context_length"), 77)
+    if _is_resnet(shape.vision):  # formula only: inference's per-feature cost, twice for the weights' gradients
+        vision = 2 * _resnet_feature_elements(shape.vision) * RESNET_BYTES_PER_FEATURE[FLOAT32]
     else:
         layers, width, heads, tokens = _vit_geometry(shape.vision)
-        vision = layers * (
-            tokens * width * TRAIN_VIT_BYTES_PER_TOKEN_CHANNEL + heads * tokens**2 * ATTENTION_BYTES_PER_SCORE
-        )
-    text_layers, text_width = _number(shape.text.get("layers"), 12), _number(shape.text.get("width"), 512)
-    text = text_layers * context * text_width * TRAIN_VIT_BYTES_PER_TOKEN_CHANNEL
+        vision = _tower_training_bytes(layers, tokens, width, heads, dtype_bytes)
+    text_width = _number(text.get("width"), 512)
+    text_heads = _number(text.get("heads"), max(1, text_width // 64))
+    text_bytes = _tower_training_bytes(_number(text.get("layers"), 12), context, text_width, text_heads, dtype_bytes)
     parts = {
         "runtime": RUNTIME_BYTES,
         "pictures": pictures * (3 * size * size + context * 8),  # uint8 pictures and int64 tokens
-        "model and optimiser": shape.parameters * TRAIN_BYTES_PER_PARAMETER + shape.checkpoint_bytes,
-        "batch": batch * (vision + text + 3 * size * size * FLOAT32 * TRAIN_IMAGE_COPIES),
+        "model and optimiser": shape.parameters * TRAIN_BYTES_PER_PARAMETER,
+        "batch": batch * (vision + text_bytes + 3 * size * size * FLOAT32 * TRAIN_IMAGE_COPIES),
+        "loading": shape.checkpoint_bytes if options.init else 0,
     }
-    summary = (
-        f"{_plural(pictures, 'picture')} at {size}x{size}, batch {batch}, {shape.parameters / 1e6:.1f} M parameters"
-    )
-    return _estimate(parts, summary, "use a smaller --batch-size, a smaller --config or fewer pictures")
+    millions = shape.parameters / 1e6
+    summary = f"{_plural(pictures, 'picture')} at {size}x{size}, batch {batch}, {millions:.1f} M parameters"
+    return _estimate(parts, summary, "use a smaller --batch-size or --config, or fewer pictures")
 
 
 def _discriminator_parameters(ndf: int, layers: int) -> int:
@@ -758,16 +856,19 @@ def _discriminator_parameters(ndf: int, layers: int) -> int:
 
 
 def _discriminator_features_per_pixel(ndf: int, layers: int) -> float:
+    """Convolution, batch norm and leaky ReLU outputs of the patch discriminator, per input pixel."""
     total, shrink = ndf / 4, 4
     for n in range(1, layers + 1):
         shrink *= 4 if n < layers else 1
-        total += 3 * ndf * min(2**n, 8) / shrink  # convolution, batch norm, leaky ReLU
+        total += 3 * ndf * min(2**n, 8) / shrink
     return total
 
 
 def estimate_train_vqgan(config: TrainVQGANConfig, pictures: int) -> MemoryEstimate:
     """Peak memory of ``dreamcanvas train vqgan`` on ``pictures`` pictures."""
-    pictures = max(int(pictures), 0)
+    from dreamcanvas.training.vqgan import GRID_PICTURES, MAX_SCORED
+
+    pictures = max(_number(pictures, 0), 0)
     size, batch = _number(config.size, 64), _number(config.batch_size, 1)
     ddconfig = {"ch": config.ch, "ch_mult": list(config.ch_mult or [1]), "num_res_blocks": config.num_res_blocks,
                 "z_channels": config.embed_dim, "resolution": size, "attn_resolutions": []}  # fmt: skip
@@ -779,11 +880,17 @@ def estimate_train_vqgan(config: TrainVQGANConfig, pictures: int) -> MemoryEstim
         + decoder_features_per_pixel(ddconfig)
         + 3 * _discriminator_features_per_pixel(ndf, disc_layers)
     )
+    held_out = min(math.ceil(pictures * max(float(config.val_fraction or 0), 0.0)), MAX_SCORED)
+    reconstructed = min(32, max(GRID_PICTURES, held_out))  # reconstruct()'s batch, without gradients
+    full_size_width = _levels(ddconfig)[0][0]
+    pixels = size * size
     parts = {
         "runtime": RUNTIME_BYTES,
-        "pictures": pictures * 3 * size * size * TRAIN_VQGAN_ASPECT,
+        "pictures": pictures * 3 * pixels * TRAIN_VQGAN_ASPECT,
         "model and optimiser": parameters * TRAIN_BYTES_PER_PARAMETER,
-        "batch": batch * size * size * features * TRAIN_VQGAN_BYTES_PER_FEATURE,
+        "batch": batch * pixels * features * TRAIN_VQGAN_BYTES_PER_FEATURE[_train_dtype_bytes(str(config.precision))],
+        "reconstructions": reconstructed * pixels * full_size_width * FLOAT32 * TRAIN_VQGAN_EVAL_MAPS
+        + held_out * 3 * pixels * FLOAT32 * 4,  # the held-out views, their reconstructions and errors
     }
     summary = f"{_plural(pictures, 'picture')} at {size} px, batch {batch}, {parameters / 1e6:.1f} M parameters"
     return _estimate(parts, summary, "use a smaller --size or --batch-size, or fewer pictures")

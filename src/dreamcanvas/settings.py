@@ -69,6 +69,25 @@ class GenerateSettings:
     init_noise: str = setting("none", choices=("none", "pixels", "gradient"))
     """VQGAN start without an init image: ``none`` (random codebook rows), ``pixels`` or ``gradient`` (encoded)."""
 
+    # diffusion (--generator diffusion) -----------------------------------------------------------------
+    diffusion_model: str = setting("256x256_diffusion_uncond", nonempty=True)
+    """Weights of the diffusion generator: a registered name, ``bundled:NAME`` or ``local:PATH.pt`` (a plain
+    guided-diffusion state dict, with its flags in a ``model_flags.json`` beside it or inferred)."""
+    sampler: str = setting("ddim", choices=("ddim", "ddpm"))
+    """``ddim`` (deterministic with ``eta`` 0; few steps suffice) or ``ddpm`` (the first notebook's)."""
+    eta: float = setting(0.0, low=0, high=1)
+    """DDIM's noise: 0 = deterministic, 1 = as much fresh noise per step as DDPM."""
+    skip_steps: int = setting(0, low=0, high=MAX_STEPS)
+    """Noisiest steps left out: the schedule has ``iterations + skip_steps`` steps, of which the last
+    ``iterations`` are run (the notebooks' ``timestep_respacing`` = their sum, ``skip_timesteps`` = this).
+    With ``init_image`` the picture is noised to the first step that runs."""
+    clip_guidance_scale: float = setting(1000.0, low=0, high=1e7)
+    """How hard CLIP steers each denoising step (the notebooks' ``clip_guidance_scale``)."""
+    tv_scale: float = setting(150.0, low=0, high=1e7)
+    """Smoothness of the picture CLIP sees, as the notebooks' ``tv_scale``."""
+    range_scale: float = setting(50.0, low=0, high=1e7)
+    """Penalty on the predicted picture leaving [-1, 1], as the notebooks' ``range_scale``."""
+
     # motion and story ----------------------------------------------------------------------------------
     story_every: int = setting(0, low=0, high=MAX_STEPS)
     """Steps per story segment of a ``^`` prompt; 0 spreads the segments evenly over the run."""
@@ -122,3 +141,8 @@ class GenerateSettings:
         """The rules that tie fields together (each field's own limits are checked before)."""
         if not self.prompts and not self.image_prompts and not self.target_images:
             raise DreamcanvasError("nothing to draw: give a text prompt, --image-prompt or --target-image")
+        if self.generator == "diffusion":
+            if self.iterations < 0:
+                raise DreamcanvasError("--generator diffusion samples a fixed number of steps: give --iterations N")
+            if self.zoom:
+                raise DreamcanvasError("--zoom moves a picture between steps; --generator diffusion cannot (yet)")

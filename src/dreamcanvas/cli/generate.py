@@ -22,6 +22,7 @@ GENERATOR = "Generator"
 LOOP = "Optimisation"
 OUTPUT = "Output"
 MOTION = "Zoom video and story"
+DIFFUSION = "Diffusion (--generator diffusion)"
 
 FORCE_HELP = "Run even when the memory estimate says the run will not fit in the memory available."
 
@@ -104,7 +105,7 @@ def generate(
         ),
     ] = "auto",
     generator: Annotated[
-        str, typer.Option("--generator", "-g", help="pixel, fourier or vqgan.", rich_help_panel=GENERATOR)
+        str, typer.Option("--generator", "-g", help="pixel, fourier, vqgan or diffusion.", rich_help_panel=GENERATOR)
     ] = "fourier",
     size: Annotated[tuple[int, int], typer.Option(help="Width and height in pixels.", rich_help_panel=GENERATOR)] = (
         256,
@@ -126,6 +127,40 @@ def generate(
             rich_help_panel=GENERATOR,
         ),
     ] = "none",
+    diffusion_model: Annotated[
+        str,
+        typer.Option(
+            help="Diffusion generator: a registered model (dreamcanvas models list --kind diffusion) or "
+            "local:PATH.pt (a guided-diffusion state dict; flags from model_flags.json beside it, or inferred).",
+            rich_help_panel=DIFFUSION,
+        ),
+    ] = "256x256_diffusion_uncond",
+    sampler: Annotated[
+        str, typer.Option(help="ddim (few steps suffice) or ddpm (the first notebook's).", rich_help_panel=DIFFUSION)
+    ] = "ddim",
+    eta: Annotated[
+        float,
+        typer.Option(help="DDIM's fresh noise per step: 0 deterministic, 1 like DDPM.", rich_help_panel=DIFFUSION),
+    ] = 0.0,
+    skip_steps: Annotated[
+        int,
+        typer.Option(
+            help="Leave out the N noisiest steps (the schedule has --iterations + N); with --init-image, how much "
+            "of the picture survives.",
+            rich_help_panel=DIFFUSION,
+        ),
+    ] = 0,
+    clip_guidance_scale: Annotated[
+        float, typer.Option(help="How hard CLIP steers each denoising step.", rich_help_panel=DIFFUSION)
+    ] = 1000.0,
+    tv_scale: Annotated[
+        float,
+        typer.Option(help="Smoothness of the picture CLIP sees (the notebooks' tv_scale).", rich_help_panel=DIFFUSION),
+    ] = 150.0,
+    range_scale: Annotated[
+        float,
+        typer.Option(help="Penalty on the predicted picture leaving [-1, 1] (range_scale).", rich_help_panel=DIFFUSION),
+    ] = 50.0,
     story_every: Annotated[
         int,
         typer.Option(

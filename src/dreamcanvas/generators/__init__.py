@@ -15,6 +15,7 @@ GENERATORS: dict[str, str] = {
     "pixel": "dreamcanvas.generators.pixel:PixelGenerator",
     "fourier": "dreamcanvas.generators.fourier:FourierGenerator",
     "vqgan": "dreamcanvas.generators.vqgan:VQGANGenerator",
+    "diffusion": "dreamcanvas.generators.diffusion:DiffusionGenerator",
 }
 
 

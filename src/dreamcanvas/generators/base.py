@@ -10,12 +10,18 @@ Fourier spectrum, a VQGAN latent, ...). The engine only ever calls these four th
 
 Frozen sub-networks (a VQGAN decoder, say) must be registered with ``requires_grad_(False)`` so that
 ``trainable_parameters()`` hands the optimiser only what is being drawn.
+
+A :class:`SamplingGenerator` (diffusion) draws differently: it has no parameters to optimise; each step it
+denoises its own state, steered by the gradient of the same loss, in :meth:`SamplingGenerator.sample_step`.
+Frames, checkpoints (its state is a buffer, so ``state_dict`` holds it), resume and the outputs stay the
+engine's.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -52,3 +58,42 @@ class Generator(nn.Module, ABC):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def keep_out_of_checkpoints(generator: nn.Module, name: str) -> None:
+    """Leave the frozen network ``generator.<name>`` out of ``state_dict()`` and don't miss it on load.
+
+    Its weights come from the settings (``--vqgan-model``, ``--diffusion-model``) again on resume, instead of
+    being copied into every checkpoint of a run.
+    """
+    part = name + "."
+
+    def drop(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        for key in [key for key in state_dict if key.startswith(prefix + part)]:
+            del state_dict[key]
+
+    def forgive(module: nn.Module, incompatible_keys: Any) -> None:
+        missing = incompatible_keys.missing_keys
+        missing[:] = [key for key in missing if not (key.startswith(part) or f".{part}" in key)]
+
+    generator.register_state_dict_post_hook(drop)
+    generator.register_load_state_dict_post_hook(forgive)
+
+
+class SamplingGenerator(Generator):
+    """A generator that samples instead of being optimised: the engine calls :meth:`sample_step` each step."""
+
+    default_lr: ClassVar[float] = 0.0
+    """Unused: nothing is optimised."""
+
+    @abstractmethod
+    def sample_step(self, loss: Callable[[torch.Tensor], torch.Tensor], step: int) -> torch.Tensor:
+        """Advance from step ``step`` to ``step + 1``, guided by ``loss`` (a picture in ``[0, 1]`` -> a scalar).
+
+        Returns the loss of the picture the guidance saw (for the progress bar and ``run.json``). Randomness
+        comes from torch's global RNG, whose state the engine checkpoints, so a resumed run continues exactly.
+        """
+
+    def from_image(self, image: torch.Tensor) -> None:
+        """Start from ``image`` instead of noise (``--init-image``); a sampler decides how (e.g. skip steps)."""
+        raise NotImplementedError

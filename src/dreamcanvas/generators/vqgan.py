@@ -9,7 +9,6 @@ box, per channel, so it cannot wander far from every row.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from torch import nn
 
 from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.generators.base import Generator
+from dreamcanvas.generators.base import Generator, keep_out_of_checkpoints
 from dreamcanvas.models.vqgan import VQGAN, load_vqgan, lookup, quantize
 from dreamcanvas.perceptor.guide import resolve_precision
 from dreamcanvas.settings import GenerateSettings
@@ -86,8 +85,7 @@ class VQGANGenerator(Generator):
         self.register_buffer("z_min", codebook.amin(0).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("z_max", codebook.amax(0).view(1, -1, 1, 1), persistent=False)
         self.z = nn.Parameter(torch.empty(1, codebook.shape[1], rows, cols))
-        self.register_state_dict_post_hook(_drop_vqgan_keys)
-        self.register_load_state_dict_post_hook(_forgive_missing_vqgan_keys)
+        keep_out_of_checkpoints(self, "vqgan")
         self._initialise(init_noise)
 
     @classmethod
@@ -130,19 +128,6 @@ class VQGANGenerator(Generator):
     @torch.no_grad()
     def constrain_(self) -> None:
         self.z.clamp_(min=self.z_min, max=self.z_max)
-
-
-def _is_vqgan_key(key: str) -> bool:
-    return key.startswith("vqgan.") or ".vqgan." in key
-
-
-def _drop_vqgan_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + "vqgan.")]:
-        del state_dict[key]
-
-
-def _forgive_missing_vqgan_keys(module: nn.Module, incompatible_keys: Any) -> None:
-    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not _is_vqgan_key(k)]
 
 
 # -------------------------------------------------------------------------------------------------------
