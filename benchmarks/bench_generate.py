@@ -27,19 +27,6 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-F16_16384 = {
-    "double_z": False,
-    "z_channels": 256,
-    "resolution": 256,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 128,
-    "ch_mult": [1, 1, 2, 2, 4],
-    "num_res_blocks": 2,
-    "attn_resolutions": [16],
-    "dropout": 0.0,
-}
-
 
 def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     """Best-of-N GEMM throughput: the ceiling every other number is compared to."""
@@ -55,10 +42,10 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> 
 
 def random_vqgan_dir(root: Path) -> str:
     """The real f16_16384 architecture with random weights, saved as yaml + ckpt for the real loader."""
-    from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, save_vqgan, taming_config
+    from dreamcanvas.models.vqgan import IMAGENET_F16_16384_DDCONFIG, VQGAN, VQGANConfig, save_vqgan, taming_config
 
     torch.manual_seed(0)
-    model = VQGAN(VQGANConfig(dict(F16_16384), 16384, 256, False))
+    model = VQGAN(VQGANConfig(dict(IMAGENET_F16_16384_DDCONFIG), 16384, 256, False))
     save_vqgan(model, taming_config(model.config), root / "model.yaml", root / "model.ckpt")
     return f"local:{root}"
 

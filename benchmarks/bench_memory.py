@@ -40,19 +40,6 @@ PROMPT = "a lighthouse in a storm"
 GUIDE = "bundled:guide"
 TINY_VQGAN = "bundled:vqgan"
 FEW_STEPS = ["--iterations", "3", "--save-every", "100", "--quiet"]
-F16_16384 = {
-    "double_z": False,
-    "z_channels": 256,
-    "resolution": 256,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 128,
-    "ch_mult": [1, 1, 2, 2, 4],
-    "num_res_blocks": 2,
-    "attn_resolutions": [16],
-    "dropout": 0.0,
-}
-"""vqgan_imagenet_f16_16384's network, the default VQGAN (as in bench_generate.py)."""
 CLIP_PICTURES = 64
 VQGAN_PICTURES = 48
 
@@ -127,10 +114,10 @@ def random_clip_dir(arch: str, root: Path) -> str:
 def random_vqgan_dir(root: Path) -> str:
     import torch
 
-    from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, save_vqgan, taming_config
+    from dreamcanvas.models.vqgan import IMAGENET_F16_16384_DDCONFIG, VQGAN, VQGANConfig, save_vqgan, taming_config
 
     torch.manual_seed(0)
-    model = VQGAN(VQGANConfig(dict(F16_16384), 16384, 256, False))
+    model = VQGAN(VQGANConfig(dict(IMAGENET_F16_16384_DDCONFIG), 16384, 256, False))
     folder = root / "f16_16384"
     save_vqgan(model, taming_config(model.config), folder / "model.yaml", folder / "model.ckpt")
     return f"local:{folder}"

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +60,36 @@ def fail(message: str, exit_code: int = 2) -> None:
     raise SystemExit(exit_code)
 
 
+FORCE_HELP = "Run even when the memory estimate says it will not fit in the memory available."
+
+
+def force_option(panel: str | None = None) -> Any:
+    """``--force`` of every command that checks its memory estimate first (see :mod:`dreamcanvas.memory`)."""
+    return typer.Option("--force", help=FORCE_HELP, rich_help_panel=panel)
+
+
 def stopped(message: str) -> None:
     """A stop (Ctrl-C, SIGTERM) is not an error: one line without ``error:``, exit code 130."""
     print(f"dreamcanvas: {message}", file=sys.stderr)
     raise SystemExit(STOPPED)
 
 
-def training_stopped(state_path: Path) -> None:
-    """Exit 130 after a trainer's stop; it has said where it saved, unless it stopped before saving anything."""
-    if state_path.is_file():
-        raise SystemExit(STOPPED)
-    stopped("stopped before training began; nothing was saved")
+def run_trainer(train: Callable[..., Any], config: Any, progress: Any, state_path: Path, *, resume: bool,
+                quiet: bool, force: bool) -> Any:  # fmt: skip
+    """Run ``train(config, ...)`` with the shared progress bar (unless ``quiet``); a stop is exit 130.
+
+    After a stop the trainer has said where it saved, unless it stopped before saving anything.
+    """
+    log = (lambda message: None) if quiet else say
+    try:
+        if quiet:
+            return train(config, resume=resume, log=log, force=force)
+        with progress as bar:
+            return train(config, resume=resume, on_step=bar, log=log, force=force)
+    except KeyboardInterrupt:
+        if state_path.is_file():
+            raise SystemExit(STOPPED) from None
+        stopped("stopped before training began; nothing was saved")
 
 
 def _warning_as_one_line(show: object) -> object:
@@ -162,5 +182,6 @@ def _register_commands() -> None:
 
 
 __all__ = [
-    "app", "data_app", "fail", "main", "models_app", "say", "stopped", "train_app", "training_stopped", "typed_flags",
+    "app", "data_app", "fail", "force_option", "main", "models_app", "run_trainer", "say", "stopped", "train_app",
+    "typed_flags",
 ]  # fmt: skip

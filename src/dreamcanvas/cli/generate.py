@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dreamcanvas.cli import STOPPED, app, typed_flags
+from dreamcanvas.cli import STOPPED, app, force_option, typed_flags
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
 
@@ -224,7 +224,7 @@ def generate(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP, rich_help_panel=OUTPUT)] = False,
+    force: Annotated[bool, force_option(OUTPUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Draw a picture by optimising a generator until CLIP says it matches the prompt."""
@@ -283,7 +283,7 @@ def resume(
             "--iterations", "-i", help="New total number of steps (default: the run's own).", show_default=False
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    force: Annotated[bool, force_option()] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Continue a run stopped by Ctrl-C or a crash, from its last checkpoint."""

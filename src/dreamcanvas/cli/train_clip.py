@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import say, train_app, training_stopped, typed_flags
+from dreamcanvas.cli import force_option, run_trainer, say, train_app, typed_flags
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -122,13 +122,7 @@ def train_clip_command(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Train even when the memory estimate says it will not fit in the memory available.",
-            rich_help_panel=RUN,
-        ),
-    ] = False,
+    force: Annotated[bool, force_option(RUN)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Train a small open_clip CLIP from scratch (or fine-tune one); the result loads with --clip local-dir:OUT."""
@@ -143,17 +137,12 @@ def train_clip_command(
     if resume:
         explicit = typed_flags(ctx)
         options = resumed_options(options, explicit)
-    log = (lambda message: None) if quiet else say
-    try:
-        if quiet:
-            result = train_clip(options, resume=resume, log=log, force=force)
-        else:
-            with _TrainClipProgress("train clip") as progress:
-                result = train_clip(options, resume=resume, on_step=progress, log=log, force=force)
-    except KeyboardInterrupt:
-        from dreamcanvas.training.clip import STATE_NAME
+    from dreamcanvas.training.clip import STATE_NAME
 
-        training_stopped(options.out / STATE_NAME)
+    log = (lambda message: None) if quiet else say
+    progress = _TrainClipProgress("train clip")
+    state_path = options.out / STATE_NAME
+    result = run_trainer(train_clip, options, progress, state_path, resume=resume, quiet=quiet, force=force)
     state = "finished" if result.finished else "stopped (continue with --resume)"
     log(f"{state} at step {result.steps}/{result.total_steps}, {result.samples_per_s:.0f} samples/s; "
         f"model: --clip local-dir:{result.out}")  # fmt: skip

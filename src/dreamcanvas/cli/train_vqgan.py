@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import say, train_app, training_stopped, typed_flags
+from dreamcanvas.cli import force_option, run_trainer, say, train_app, typed_flags
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -149,13 +149,7 @@ def train_vqgan_command(
     export_dtype: Annotated[
         str, typer.Option(help="fp32, or fp16 for half the file size (loads as fp32).", rich_help_panel=RUN)
     ] = "fp32",
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Train even when the memory estimate says it will not fit in the memory available.",
-            rich_help_panel=RUN,
-        ),
-    ] = False,
+    force: Annotated[bool, force_option(RUN)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
 ) -> None:
     """Train a VQGAN on your pictures; the result works with --generator vqgan --vqgan-model local:OUT."""
@@ -172,17 +166,12 @@ def train_vqgan_command(
     if resume:
         explicit = typed_flags(ctx)
         config = resumed_config(config, explicit)
-    log = (lambda message: None) if quiet else say
-    try:
-        if quiet:
-            result = train_vqgan(config, resume=resume, log=log, force=force)
-        else:
-            with _TrainVQGANProgress("train vqgan") as progress:
-                result = train_vqgan(config, resume=resume, on_step=progress, log=log, force=force)
-    except KeyboardInterrupt:
-        from dreamcanvas.training.vqgan import STATE_NAME
+    from dreamcanvas.training.vqgan import STATE_NAME
 
-        training_stopped(config.out / STATE_NAME)
+    log = (lambda message: None) if quiet else say
+    progress = _TrainVQGANProgress("train vqgan")
+    state_path = config.out / STATE_NAME
+    result = run_trainer(train_vqgan, config, progress, state_path, resume=resume, quiet=quiet, force=force)
     state = "finished" if result.finished else "stopped (continue with --resume)"
     log(f"{state} at step {result.steps}/{result.total_steps}, {result.steps_per_s:.2f} steps/s; "
         f"use it with --generator vqgan --vqgan-model local:{result.out}")  # fmt: skip

@@ -349,6 +349,13 @@ class VQGAN(nn.Module):
 # -------------------------------------------------------------------------------------------------------
 # the original on-disk format
 
+IMAGENET_F16_16384_DDCONFIG: dict[str, Any] = {
+    "double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+    "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0,
+}  # fmt: skip
+"""The network of ``vqgan_imagenet_f16_16384`` (taming's released yaml), the default VQGAN: for benchmarks that
+build the real architecture with random weights."""
+
 _DDCONFIG_INTS = ("ch", "num_res_blocks", "in_channels", "out_ch", "resolution", "z_channels")
 # Where the VQGAN's weights sit in the checkpoint of each ``model.target`` taming writes.
 _PREFIXES = {"VQModel": "", "GumbelVQ": "", "Net2NetTransformer": "first_stage_model."}
