@@ -178,3 +178,33 @@ def test_the_memory_estimate_counts_the_unet():
 
     assert estimate(generator="diffusion") > estimate(generator="fourier") + 2e9  # 2.2 GB of weights at least
     assert estimate(generator="diffusion", width=512, height=512) > estimate(generator="diffusion") + 5e9
+
+
+def test_the_secondary_model_path_guides_without_differentiating_the_unet(tiny_clip_spec, tiny_unet_file, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    from dreamcanvas.models.secondary import SecondaryModel
+
+    torch.manual_seed(0)
+    torch.save(SecondaryModel().state_dict(), tmp_path / "secondary.pth")
+    settings = diffusion_settings(tiny_clip_spec, tiny_unet_file, guidance_model=f"local:{tmp_path / 'secondary.pth'}")
+    with_grad = []
+    original = DiffusionGenerator.model
+
+    def spy(self, x, timesteps):
+        with_grad.append(torch.is_grad_enabled() and x.requires_grad)
+        return original(self, x, timesteps)
+
+    monkeypatch.setattr(DiffusionGenerator, "model", spy)
+    run = generate(settings, tmp_path / "run")
+    assert run.completed and len(with_grad) == settings.iterations and not any(with_grad)
+    checkpoint = torch.load(run.run_dir / rundir.STATE_NAME, weights_only=True)
+    assert set(checkpoint["generator"]) == {"x", "preview"}  # neither network is copied into checkpoints
+
+
+def test_a_missing_secondary_model_is_one_line(tiny_clip_spec, tiny_unet_file, tmp_path, capsys):
+    args = ["generate", "a red apple", "--generator", "diffusion", "--clip", tiny_clip_spec, "--size", "32", "32",
+            "-i", "4", "-q", "--diffusion-model", f"local:{tiny_unet_file}", "--guidance-model",
+            f"local:{tmp_path / 'missing.pth'}", "--out", tmp_path / "run"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1 and "no such file" in err
+    assert not (tmp_path / "run").exists()

@@ -117,6 +117,19 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_loading(
     assert tree(tmp_path) == {}
 
 
+def test_a_refused_run_prints_one_line_even_with_the_progress_bar_on(tiny_clip_spec: str, tmp_path: Path, capsys,
+                                                                      monkeypatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    args = tiny_generate_args(tiny_clip_spec, "--size", "100000", "100000")
+    args.remove("--quiet")
+    code, _, err = run_cli([*args, "--out", "run"], capsys)
+    assert "memory" in one_error_line(code, err) and "seed:" not in err
+    run = generate(tiny_settings(tiny_clip_spec, iterations=2, save_every=2), tmp_path / "done").run_dir
+    (run / rundir.RUN_JSON).write_text("{")
+    code, _, err = run_cli(["resume", run], capsys)
+    assert "damaged" in one_error_line(code, err)
+
+
 # --------------------------------------------------------------------------------------------- 3. links
 def test_planted_symlinks_in_a_run_folder_are_never_written_through(tiny_clip_spec: str, tmp_path: Path) -> None:
     settings = tiny_settings(tiny_clip_spec, iterations=6, save_every=2)

@@ -147,6 +147,20 @@ def check_settings(settings: GenerateSettings) -> None:
         png.check_image(settings.init_image)
 
 
+def preflight(settings: GenerateSettings, out: str | Path | None = None, *, force: bool = False) -> GenerateSettings:
+    """Everything checked before anything slow or lasting: the settings, a free ``out``, the memory estimate.
+
+    Returns the settings with a concrete seed. :func:`generate` calls it; a caller may call it first to report
+    the seed only for a run that will start.
+    """
+    settings = resolve_seed(settings)
+    check_settings(settings)
+    if out is not None:
+        rundir.check_new_run_dir(Path(out))
+    memory.check_fits(memory.estimate_generate(settings), force=force)
+    return settings
+
+
 def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None = None) -> Job:
     """Load models, embed prompts, initialise the generator. Needs a concrete seed (see :func:`resolve_seed`).
 
@@ -363,11 +377,7 @@ def generate(
     A run whose memory estimate exceeds the memory available is refused before anything is loaded, unless
     ``force`` (see :mod:`dreamcanvas.memory`).
     """
-    settings = resolve_seed(settings)
-    check_settings(settings)
-    if out is not None:
-        rundir.check_new_run_dir(Path(out))
-    memory.check_fits(memory.estimate_generate(settings), force=force)
+    settings = preflight(settings, out, force=force)
     if not settings.clip_models and perceptors is None:
         settings = settings.replace(clip_models=default_clip_models())
     job = build_job(settings, perceptors)

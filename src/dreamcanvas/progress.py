@@ -34,7 +34,11 @@ class SpeedColumn(ProgressColumn):
 
 
 class StepProgress:
-    """A context manager around one rich bar; ``update`` after every step."""
+    """A context manager around one rich bar; ``update`` after every step.
+
+    The bar appears with the first step, not on entering: a run refused or stopped during start-up leaves only
+    its one line on stderr.
+    """
 
     def __init__(self, label: str, total: int | None = None, console: Console | None = None) -> None:
         self.progress = Progress(
@@ -53,14 +57,15 @@ class StepProgress:
         self.started = False
 
     def __enter__(self) -> StepProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
     def update(self, step: int, total: int | None = None, status: str = "") -> None:
         if not self.started:  # a resumed run starts part-way: no jump from 0 in the speed estimate
+            self.progress.start()
             self.progress.reset(self.task, total=total, completed=step - 1)
             self.started = True
         self.progress.update(self.task, total=total, completed=step, status=status)

@@ -81,6 +81,10 @@ class GenerateSettings:
     """Noisiest steps left out: the schedule has ``iterations + skip_steps`` steps, of which the last
     ``iterations`` are run (the notebooks' ``timestep_respacing`` = their sum, ``skip_timesteps`` = this).
     With ``init_image`` the picture is noised to the first step that runs."""
+    guidance_model: str = setting("unet", nonempty=True)
+    """What predicts the clean picture CLIP judges: ``unet`` (differentiate the diffusion model itself) or
+    ``secondary`` (Disco's small secondary model, ``secondary_model_imagenet_2``: the UNet then runs forward
+    only), or ``local:PATH.pth`` (a secondary model's weights)."""
     clip_guidance_scale: float = setting(1000.0, low=0, high=1e7)
     """How hard CLIP steers each denoising step (the notebooks' ``clip_guidance_scale``)."""
     tv_scale: float = setting(150.0, low=0, high=1e7)
@@ -146,3 +150,7 @@ class GenerateSettings:
                 raise DreamcanvasError("--generator diffusion samples a fixed number of steps: give --iterations N")
             if self.zoom:
                 raise DreamcanvasError("--zoom moves a picture between steps; --generator diffusion cannot (yet)")
+        if self.guidance_model not in ("unet", "secondary") and not self.guidance_model.startswith("local:"):
+            raise DreamcanvasError(
+                f"--guidance-model must be unet, secondary or local:PATH.pth, got {self.guidance_model!r}"
+            )

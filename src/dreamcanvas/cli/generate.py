@@ -150,6 +150,14 @@ def generate(
             rich_help_panel=DIFFUSION,
         ),
     ] = 0,
+    guidance_model: Annotated[
+        str,
+        typer.Option(
+            help="What CLIP's gradient flows through: unet (the diffusion model), or secondary (Disco's small "
+            "secondary model: the UNet then runs forward only, several times faster) or local:PATH.pth.",
+            rich_help_panel=DIFFUSION,
+        ),
+    ] = "unet",
     clip_guidance_scale: Annotated[
         float, typer.Option(help="How hard CLIP steers each denoising step.", rich_help_panel=DIFFUSION)
     ] = 1000.0,
@@ -264,8 +272,7 @@ def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -
 def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool, force: bool) -> None:
     from dreamcanvas import engine
 
-    settings = engine.resolve_seed(settings)
-    engine.check_settings(settings)
+    settings = engine.preflight(settings, out, force=force)
     if not quiet:
         print(f"seed: {settings.seed}", file=sys.stderr)
     result = _with_progress(

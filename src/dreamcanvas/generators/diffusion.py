@@ -4,7 +4,8 @@ OpenAI's unconditional ImageNet diffusion model denoises a picture from pure noi
 the step's estimate of the finished picture, blended with the noisy one (``blend_for_clip``), and the gradient
 of the engine's own loss - prompts with weights and stops, image prompts, every CLIP of the ensemble, the
 engine's cutouts and augmentations - steers the denoising. One UNet forward and one backward per step
-(the later notebooks' ``cond_fn_with_grad``): the step reuses that forward's output.
+(the later notebooks' ``cond_fn_with_grad``): the step reuses that forward's output. With Disco's secondary
+model (``--guidance-model secondary``) the UNet runs forward only and the small network is differentiated.
 
 The pieces live elsewhere, one idea each: the network in :mod:`dreamcanvas.models.guided_unet`, the process
 (schedules, respacing, DDPM / DDIM steps, guidance helpers) in :mod:`dreamcanvas.diffusion`.
@@ -34,9 +35,11 @@ from dreamcanvas.diffusion import (
     tv_loss,
 )
 from dreamcanvas.diffusion.schedule import DiffusionSchedule
+from dreamcanvas.diffusion.secondary import secondary_gradient
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.generators.base import SamplingGenerator, keep_out_of_checkpoints
 from dreamcanvas.models.guided_unet import KNOWN_FLAGS, GuidedUNet, UNetFlags, load_unet
+from dreamcanvas.models.secondary import SecondaryModel, load_secondary
 from dreamcanvas.perceptor.guide import resolve_precision
 from dreamcanvas.settings import GenerateSettings
 
@@ -79,6 +82,20 @@ def load_diffusion_unet(spec: str) -> GuidedUNet:
     return load_unet(path, flags)
 
 
+SECONDARY_MODEL = "secondary_model_imagenet_2"
+
+
+def load_secondary_model(spec: str) -> SecondaryModel:
+    """Disco's secondary model: ``secondary`` (the registered weights) or ``local:PATH.pth``."""
+    if spec.startswith(LOCAL_PREFIX):
+        path = Path(spec[len(LOCAL_PREFIX) :]).expanduser()
+        if not path.is_file():
+            raise DreamcanvasError(f"--guidance-model {spec}: no such file (a secondary model's .pth)")
+    else:
+        path = Path(weights.fetch_files(SECONDARY_MODEL)["checkpoint"])
+    return load_secondary(path)
+
+
 def sampling_schedule(steps: int, sampler: str) -> DiffusionSchedule:
     """The 1000-step process respaced to ``steps``: ``ddimN`` spacing (one integer stride) for DDIM where
     1000 allows it exactly, guided-diffusion's even sections otherwise, as the notebooks' ``timestep_respacing``."""
@@ -111,6 +128,10 @@ class DiffusionGenerator(SamplingGenerator):
         self.settings = settings
         self.schedule = sampling_schedule(settings.iterations + settings.skip_steps, settings.sampler)
         self.timesteps = sampling_timesteps(self.schedule, settings.skip_steps)
+        self.secondary = None if settings.guidance_model == "unet" else load_secondary_model(settings.guidance_model)
+        if self.secondary is not None:
+            self.secondary.requires_grad_(False)
+            keep_out_of_checkpoints(self, "secondary")
         self.register_buffer("x", torch.randn(1, 3, height, width))
         self.register_buffer("preview", self.x.clone())
 
@@ -148,7 +169,11 @@ class DiffusionGenerator(SamplingGenerator):
             return (s.clip_guidance_scale * clip_loss + s.tv_scale * tv_loss(x_in).sum()
                     + s.range_scale * range_loss(pred_xstart).sum())  # fmt: skip
 
-        if s.clip_guidance_scale or s.tv_scale or s.range_scale:
+        if (s.clip_guidance_scale or s.tv_scale or s.range_scale) and self.secondary is not None:
+            unet_out = denoise(self.schedule, self.model, self.x, t)  # forward only: no UNet gradient
+            guided = secondary_gradient(self.schedule, guidance, self.x, t, unet_out, self.secondary)
+            model_out, grad = guided.model_out, guided.grad
+        elif s.clip_guidance_scale or s.tv_scale or s.range_scale:
             guided = guided_gradient(self.schedule, guidance, self.x, t, self.model)
             model_out, grad = guided.model_out, guided.grad
         else:  # unguided: the model alone (tests, and an honest baseline)
