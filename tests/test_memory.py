@@ -189,7 +189,7 @@ def test_the_vqgan_trainer_estimate_grows_with_pictures_batch_and_size(tmp_path:
 
 
 def test_a_cgroup_limit_below_the_free_memory_is_what_counts(tmp_path: Path) -> None:
-    from dreamcanvas.memory import _cgroup_headroom
+    from dreamcanvas.memory.system import _cgroup_headroom
 
     def cgroup(folder: Path, files: dict[str, str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,397 @@
+"""A run's peak memory from its settings alone, before anything is loaded, and the refusal of what cannot fit.
+
+``--size 100000 100000`` or ``--cutn 100000`` would otherwise allocate until the machine dies (or the kernel
+kills something else first). So the CLI asks :func:`estimate_generate` (or a trainer's estimate) what the run
+will need and :func:`check_fits` refuses, in one line, what the machine cannot hold.
+
+The estimate models the parts from the architecture (see :mod:`dreamcanvas.memory.shapes`): a model's weights
+from its parameter count (read from its config) or its weights file, the activations autograd keeps for the
+backward pass per cutout or per pixel, the cutout batch and its augmented copies, and the generator's
+parameters, gradients and Adam moments. It reads small config files, file sizes and picture headers only; it
+never loads weights or decodes a picture. Peaks of phases that do not overlap are not added up: a checkpoint
+read whole while its model loads counts only where it exceeds what the optimisation steps need. The
+coefficients below were measured on real runs with ``benchmarks/bench_memory.py``, which prints estimate and
+measurement side by side; they keep the estimate above the measured peak, by at most about half as much again.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.memory import system
+from dreamcanvas.memory.shapes import (
+    BFLOAT16,
+    FLOAT32,
+    ClipShape,
+    _discriminator_features_per_pixel,
+    _discriminator_parameters,
+    _is_resnet,
+    _levels,
+    _number,
+    _resnet_feature_elements,
+    _shape_of,
+    _vit_geometry,
+    clip_shape,
+    decoder_features_per_pixel,
+    diffusion_shape,
+    encoder_features_per_pixel,
+    vqgan_parameters,
+    vqgan_shape,
+)
+from dreamcanvas.settings import DEFAULT_CLIP
+
+if TYPE_CHECKING:
+    from dreamcanvas.settings import GenerateSettings
+    from dreamcanvas.training.clip import TrainOptions
+    from dreamcanvas.training.vqgan import TrainVQGANConfig
+
+SAFETY = 0.9
+"""A run may plan to use this share of the available memory; the rest is for the page cache and the estimate's
+own error."""
+
+# ---------------------------------------------------------------------------------------------- coefficients
+# Measured with benchmarks/bench_memory.py (peak RSS of a fresh `python -m dreamcanvas ...` per configuration,
+# one thread, torch 2.9 on x86-64 with AMX) and rounded up; "formula only" marks what was not measured. Bytes
+# per element are per element of the tensors the comment names.
+
+RUNTIME_BYTES = 950_000_000
+"""Python, torch, open_clip, kornia and dreamcanvas imported and one step's scratch buffers (oneDNN, thread
+pools): the floor of every run (measured 830-915 MB with the smallest models)."""
+
+VIT_BYTES_PER_TOKEN_CHANNEL = {FLOAT32: 90.0, BFLOAT16: 48.0}
+"""Per ViT layer, token and channel of one cutout: what the image tower keeps for the backward pass (layer
+norms, q/k/v, the 4x wide MLP and its activation, residuals) and the gradients alive while it runs. Fits the
+bundled guide (6 layers, 65 tokens, width 192) and ViT-B/32 (12, 50, 768) alike: 37 (bf16) and 60-74 (fp32)
+measured, with head room for the spread between repeated runs (up to 12 % of the peak with ViT-B/32). In bf16
+the attention core still runs in fp32 (see cpu_bf16.py), so bf16 saves less than half."""
+
+ATTENTION_BYTES_PER_SCORE = 8.0
+"""Per layer, head and token pair: attention scores and probabilities in fp32. With it the ViT term above fits
+both measured towers; it dominates for long sequences (ViT-L/14@336: 577 tokens)."""
+
+RESNET_BYTES_PER_FEATURE = {FLOAT32: 12.5, BFLOAT16: 8.0}
+"""Per element of every convolution output of a CLIP ResNet, one cutout (convolution, batch norm and ReLU
+outputs kept): RN50 measured 10.8 (fp32) and 6.9 (bf16)."""
+
+CUTOUT_COPIES = 22.0
+"""fp32 copies of the ``cutn x 3 x S x S`` cutout batch alive at the peak: crops, each augmentation's output and
+what it keeps (grids of affine and perspective, colour jitter's HSV steps, noise), clamp, normalisation.
+Measured with and without ``--augs``: 17 copies, plus the fixed cost below."""
+
+CUTOUT_FIXED_BYTES = 1_000_000
+"""Per cutout, whatever its size (measured 0.8 MB): per-cutout augmentation state and autograd bookkeeping."""
+
+CROP_BYTES_PER_PICTURE_PIXEL = 1.5
+"""Per cutout and pixel of the picture's square (``min(W, H)^2``): a crop of a large picture is copied before it
+is resized, and its gradient flows back at full size (measured 0.9 for pixel, 1.4 for fourier)."""
+
+PICTURE_BYTES_PER_PIXEL = {"pixel": 100.0, "fourier": 190.0, "vqgan": 60.0}
+"""Per output pixel, besides a VQGAN's decoder: parameters, gradient and Adam moments (pixel: the picture
+itself; fourier: the spectrum, a spectrum-sized scale, the complex product, inverse FFT, colour mixing and
+sigmoid), the rendered picture, its gradient and the final PNG's conversion. Measured 79 (pixel) and 160
+(fourier) at 1536-2048 px."""
+
+VQGAN_BYTES_PER_FEATURE = {FLOAT32: 11.0, BFLOAT16: 7.0}
+"""Per element of every convolution and norm output of the VQGAN decoder, per output pixel (kept for the
+backward pass to the latent). Measured on the bundled VQGAN and vqgan_imagenet_f16_16384's network at
+256-1024 px: 7.9-10.3 (fp32), 4.1-5.9 (bf16)."""
+
+VQGAN_CODE_SCORE_BYTES = 2 * FLOAT32
+"""Per latent cell and codebook row: the distance matrix of the nearest-code search and its matmul output."""
+
+PROMPT_PICTURE_BYTES_PER_PIXEL = 40.0
+"""Per pixel of an init or image prompt picture at the drawing's size (RGB, float array, tensor, its cutouts'
+source), formula only; the decoded file adds ``DECODED_BYTES_PER_PIXEL`` per pixel of its own size."""
+
+DECODED_BYTES_PER_PIXEL = 12
+"""A picture file decoded: RGBA, the white background it is composited on, and RGB (formula only)."""
+
+ENCODER_MAPS = 3
+"""A VQGAN's encoder run once without gradients (init image, ``--init-noise pixels``): about three fp32 maps of
+its full-size width alive at a time (formula only)."""
+
+TRAIN_BYTES_PER_PARAMETER = 24.0
+"""Training: fp32 weights, gradients and both Adam moments (16 bytes), bf16 autocast copies of the weights and
+the fp16 export (formula; the measured intercepts agree)."""
+
+TRAIN_BYTES_PER_TOKEN_CHANNEL = {FLOAT32: 105.0, BFLOAT16: 50.0}
+"""Training a CLIP: per transformer layer, token and channel of one sample, image and text tower (plus the
+attention scores above: training runs the plain "math" attention). Measured 88 (fp32) and 34 (bf16 autocast)
+on the small config."""
+
+TRAIN_IMAGE_COPIES = 16.0
+"""Training a CLIP: fp32 copies of the ``batch x 3 x S x S`` image batch (augmentation: crop grid, blur,
+noise, erasing; normalisation). Formula only: a small share of the measured per-sample cost."""
+
+TRAIN_VQGAN_BYTES_PER_FEATURE = {FLOAT32: 10.5, BFLOAT16: 6.5}
+"""Training a VQGAN: per element of every encoder, decoder and (three passes of the) discriminator output of one
+picture of the batch. Measured 9.8 (fp32) and 6.2 (bf16 autocast) at 64 px, batch 8-32."""
+
+TRAIN_VQGAN_EVAL_MAPS = 12
+"""Training a VQGAN: reconstructions for samples and held-out scores run without gradients, in batches of up to
+32 pictures: about twelve fp32 maps of the full-size width per picture (measured: 300 MB at 128 px, 8 pictures)."""
+
+TRAIN_VQGAN_ASPECT = 1.5
+"""Pictures are kept with their shorter side at ``--size`` and their aspect ratio: assume 3:2 (formula only)."""
+
+DIFFUSION_BYTES_PER_PIXEL_CHANNEL = {FLOAT32: 320.0, BFLOAT16: 200.0}
+"""UNet activations kept for the one backward of a guided step, per output pixel and base channel. Formula only,
+from the reference measurement (the 256 model, fp32, 2 cores: 7.9 GB peak with 2.2 GB of weights); the bf16
+value is a guess until benchmarks/bench_memory.py measures the real architecture."""
+
+
+# ---------------------------------------------------------------------------------------------- the estimate
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A run's expected peak memory and what it is made of (bytes per part; the parts add up to the total)."""
+
+    total_bytes: int
+    parts: dict[str, int]
+    summary: str
+    """The human part of the message: ``picture 256x256, 32 cutouts, 1 CLIP model``."""
+    remedy: str = "use a smaller --size or --cutn"
+    """What to change when it does not fit."""
+
+
+def _estimate(parts: dict[str, float], summary: str, remedy: str) -> MemoryEstimate:
+    rounded = {name: math.ceil(size) for name, size in parts.items() if size > 0}
+    return MemoryEstimate(sum(rounded.values()), rounded, summary, remedy)
+
+
+def check_fits(estimate: MemoryEstimate, *, force: bool = False, available: int | None = None) -> None:
+    """Refuse a run that would not fit: one line naming its estimate, the memory available and the way out.
+
+    With ``force`` nothing is raised (the caller warns and tries anyway): the estimate errs on the high side.
+    """
+    if force:
+        return
+    available = system.available_memory() if available is None else available
+    if estimate.total_bytes <= available * SAFETY:
+        return
+    raise DreamcanvasError(
+        f"this run needs about {_gigabytes(estimate.total_bytes)} of memory ({estimate.summary}) but "
+        f"{_gigabytes(available)} are available; {estimate.remedy}, or --force to try anyway"
+    )
+
+
+def _gigabytes(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e9:.2f} GB"
+
+
+# ---------------------------------------------------------------------------------------------- precision
+def _cpu_has_fast_bf16() -> bool:
+    """What ``--precision auto`` picks, without importing torch if it is not loaded yet (the CPU's flags)."""
+    torch_cpu = getattr(sys.modules.get("torch"), "cpu", None)
+    if torch_cpu is not None:  # the very test --precision auto makes (perceptor.guide.fast_bf16_available)
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch_cpu, name, lambda: False)() for name in checks)
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False  # unknown: fp32, the larger
+    return bool({"amx_tile", "avx512_bf16"} & set(flags.split()))
+
+
+def _image_dtype_bytes(precision: str) -> int:
+    """Bytes per element of CLIP's image tower and the VQGAN decoder under ``--precision``."""
+    if precision == "bf16" or (precision == "auto" and _cpu_has_fast_bf16()):
+        return BFLOAT16
+    return FLOAT32
+
+
+# ---------------------------------------------------------------------------------------------- generate
+def _per_cutout_activation_bytes(shape: ClipShape, dtype_bytes: int) -> float:
+    """What the image tower keeps for the backward pass, per cutout."""
+    if _is_resnet(shape.vision):
+        return _resnet_feature_elements(shape.vision) * RESNET_BYTES_PER_FEATURE[dtype_bytes]
+    layers, width, heads, tokens = _vit_geometry(shape.vision)
+    per_layer = (
+        tokens * width * VIT_BYTES_PER_TOKEN_CHANNEL[dtype_bytes] + heads * tokens**2 * ATTENTION_BYTES_PER_SCORE
+    )
+    return layers * per_layer
+
+
+def _attention_score_bytes(ddconfig: dict[str, Any], pixels: int) -> float:
+    """Attention over all positions of a level: (positions)^2 scores, per attention block, if not fused."""
+    blocks = _number(ddconfig.get("num_res_blocks"), 2) + 1
+    levels = _levels(ddconfig)
+    total = (pixels / levels[-1][1]) ** 2  # the middle block's
+    total += sum(blocks * (pixels / shrink) ** 2 for _, shrink, attention in levels if attention)
+    return total * ATTENTION_BYTES_PER_SCORE
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _prompt_pictures(settings: GenerateSettings) -> list[str]:
+    from dreamcanvas.prompts import parse_image_prompt
+
+    paths = []
+    for spec in [*settings.image_prompts, *settings.target_images]:
+        try:
+            paths.append(parse_image_prompt(spec).text)
+        except (DreamcanvasError, ValueError, TypeError, AttributeError):
+            continue
+    return paths + ([settings.init_image] if settings.init_image else [])
+
+
+def _decoded_pixels(path: str) -> int:
+    """Pixels of a picture file as decoded, from its header only (0 if it cannot be read)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            return picture.width * picture.height
+    except Exception:  # not a picture, or not there: the run's own checks will say so
+        return 0
+
+
+def _peak(resident: dict[str, float], running: dict[str, float], loading: list[float]) -> dict[str, float]:
+    """Parts of the peak: what stays resident, plus the larger of the optimisation steps' needs and the biggest
+    file read whole while a model loads (models load one after another, before the first step)."""
+    parts = {**resident, **running}
+    excess = max(loading, default=0.0) - sum(running.values())
+    if excess > 0:
+        parts["loading"] = excess
+    return parts
+
+
+def estimate_generate(settings: GenerateSettings) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas generate`` with these settings; never raises for odd model names."""
+    width, height = _number(settings.width, 1), _number(settings.height, 1)
+    cutn = _number(settings.cutn, 1)
+    dtype_bytes = _image_dtype_bytes(str(settings.precision))
+    specs = list(settings.clip_models) or [DEFAULT_CLIP]  # or the smaller bundled guide offline: see VIT_B_32
+    generator = str(settings.generator)
+    vqgan = vqgan_shape(settings.vqgan_model) if generator == "vqgan" else None
+    if vqgan is not None:  # the generator rounds the size down to whole latent cells
+        width, height = max(1, width // vqgan.factor) * vqgan.factor, max(1, height // vqgan.factor) * vqgan.factor
+    pixels, square = width * height, min(width, height) ** 2
+
+    resident: dict[str, float] = {"runtime": RUNTIME_BYTES, "clip weights": 0.0}
+    running: dict[str, float] = {"clip activations": 0.0, "cutouts": 0.0}
+    loading: list[float] = []
+    for spec in specs:
+        shape = clip_shape(spec)
+        resident["clip weights"] += shape.parameters * FLOAT32
+        loading.append(shape.checkpoint_bytes)
+        running["clip activations"] += cutn * _per_cutout_activation_bytes(shape, dtype_bytes)
+        running["cutouts"] += cutn * (3 * shape.image_size**2 * FLOAT32 * CUTOUT_COPIES + CUTOUT_FIXED_BYTES)
+    picture = PICTURE_BYTES_PER_PIXEL.get(generator, max(PICTURE_BYTES_PER_PIXEL.values()))
+    running["generator"] = pixels * picture + len(specs) * cutn * square * CROP_BYTES_PER_PICTURE_PIXEL
+    if vqgan is not None:
+        # the decoder (about half the network) gets a bf16 copy of its weights
+        resident["vqgan weights"] = vqgan.parameters * (FLOAT32 + (BFLOAT16 / 2 if dtype_bytes == BFLOAT16 else 0))
+        loading.append(vqgan.checkpoint_bytes)
+        running["vqgan decoder"] = (
+            pixels * decoder_features_per_pixel(vqgan.ddconfig) * VQGAN_BYTES_PER_FEATURE[dtype_bytes]
+            + _attention_score_bytes(vqgan.ddconfig, pixels)
+            + pixels // vqgan.factor**2 * vqgan.n_embed * VQGAN_CODE_SCORE_BYTES
+        )
+        if settings.init_image or settings.init_noise != "none":
+            loading.append(pixels * _levels(vqgan.ddconfig)[0][0] * FLOAT32 * ENCODER_MAPS)
+    if generator == "diffusion":
+        parameters, channels, checkpoint = diffusion_shape(settings.diffusion_model)
+        resident["unet weights"] = parameters * FLOAT32
+        loading.append(checkpoint)
+        running["unet activations"] = pixels * channels * DIFFUSION_BYTES_PER_PIXEL_CHANNEL[dtype_bytes]
+    pictures = _prompt_pictures(settings)
+    if pictures:
+        running["prompt pictures"] = sum(
+            pixels * PROMPT_PICTURE_BYTES_PER_PIXEL + _decoded_pixels(path) * DECODED_BYTES_PER_PIXEL
+            for path in pictures
+        )
+    summary = f"picture {width}x{height}, {_plural(cutn, 'cutout')}, {_plural(len(specs), 'CLIP model')}"
+    return _estimate(_peak(resident, running, loading), summary, "use a smaller --size or --cutn")
+
+
+# ---------------------------------------------------------------------------------------------- trainers
+def _train_dtype_bytes(precision: str) -> int:
+    return FLOAT32 if precision == "fp32" else BFLOAT16
+
+
+def _train_clip_shape(options: TrainOptions) -> ClipShape:
+    if options.init:
+        return clip_shape(options.init)
+    try:
+        from dreamcanvas.training.clip import model_config
+
+        model_cfg = model_config(options.config)
+    except (DreamcanvasError, OSError, ValueError, TypeError, AttributeError):
+        from dreamcanvas.training.clip import CONFIGS
+
+        model_cfg = CONFIGS["small"]  # what the CLI itself will refuse; the default config meanwhile
+    return _shape_of(model_cfg, None)
+
+
+def _tower_training_bytes(layers: int, tokens: int, width: int, heads: int, dtype_bytes: int) -> float:
+    per_layer = (
+        tokens * width * TRAIN_BYTES_PER_TOKEN_CHANNEL[dtype_bytes] + heads * tokens**2 * ATTENTION_BYTES_PER_SCORE
+    )
+    return layers * per_layer
+
+
+def estimate_train_clip(options: TrainOptions, pictures: int) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas train clip`` on ``pictures`` captioned pictures (pairs)."""
+    pictures = max(_number(pictures, 0), 0)
+    batch = _number(options.batch_size, 1)
+    dtype_bytes = _train_dtype_bytes(str(options.precision))
+    shape = _train_clip_shape(options)
+    size, text = shape.image_size, shape.text
+    context = _number(text.get("context_length"), 77)
+    if _is_resnet(shape.vision):  # formula only: inference's per-feature cost, twice for the weights' gradients
+        vision = 2 * _resnet_feature_elements(shape.vision) * RESNET_BYTES_PER_FEATURE[FLOAT32]
+    else:
+        layers, width, heads, tokens = _vit_geometry(shape.vision)
+        vision = _tower_training_bytes(layers, tokens, width, heads, dtype_bytes)
+    text_width = _number(text.get("width"), 512)
+    text_heads = _number(text.get("heads"), max(1, text_width // 64))
+    text_bytes = _tower_training_bytes(_number(text.get("layers"), 12), context, text_width, text_heads, dtype_bytes)
+    parts = {
+        "runtime": RUNTIME_BYTES,
+        "pictures": pictures * (3 * size * size + context * 8),  # uint8 pictures and int64 tokens
+        "model and optimiser": shape.parameters * TRAIN_BYTES_PER_PARAMETER,
+        "batch": batch * (vision + text_bytes + 3 * size * size * FLOAT32 * TRAIN_IMAGE_COPIES),
+        "loading": shape.checkpoint_bytes if options.init else 0,
+    }
+    millions = shape.parameters / 1e6
+    summary = f"{_plural(pictures, 'picture')} at {size}x{size}, batch {batch}, {millions:.1f} M parameters"
+    return _estimate(parts, summary, "use a smaller --batch-size or --config, or fewer pictures")
+
+
+def estimate_train_vqgan(config: TrainVQGANConfig, pictures: int) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas train vqgan`` on ``pictures`` pictures."""
+    from dreamcanvas.training.vqgan import GRID_PICTURES, MAX_SCORED
+
+    pictures = max(_number(pictures, 0), 0)
+    size, batch = _number(config.size, 64), _number(config.batch_size, 1)
+    ddconfig = {"ch": config.ch, "ch_mult": list(config.ch_mult or [1]), "num_res_blocks": config.num_res_blocks,
+                "z_channels": config.embed_dim, "resolution": size, "attn_resolutions": []}  # fmt: skip
+    n_embed, embed_dim = _number(config.n_embed, 1024), _number(config.embed_dim, 64)
+    ndf, disc_layers = _number(config.disc_ndf, 64), _number(config.disc_layers, 3)
+    parameters = vqgan_parameters(ddconfig, n_embed, embed_dim) + _discriminator_parameters(ndf, disc_layers)
+    features = (
+        encoder_features_per_pixel(ddconfig)
+        + decoder_features_per_pixel(ddconfig)
+        + 3 * _discriminator_features_per_pixel(ndf, disc_layers)
+    )
+    held_out = min(math.ceil(pictures * max(float(config.val_fraction or 0), 0.0)), MAX_SCORED)
+    reconstructed = min(32, max(GRID_PICTURES, held_out))  # reconstruct()'s batch, without gradients
+    full_size_width = _levels(ddconfig)[0][0]
+    pixels = size * size
+    parts = {
+        "runtime": RUNTIME_BYTES,
+        "pictures": pictures * 3 * pixels * TRAIN_VQGAN_ASPECT,
+        "model and optimiser": parameters * TRAIN_BYTES_PER_PARAMETER,
+        "batch": batch * pixels * features * TRAIN_VQGAN_BYTES_PER_FEATURE[_train_dtype_bytes(str(config.precision))],
+        "reconstructions": reconstructed * pixels * full_size_width * FLOAT32 * TRAIN_VQGAN_EVAL_MAPS
+        + held_out * 3 * pixels * FLOAT32 * 4,  # the held-out views, their reconstructions and errors
+    }
+    summary = f"{_plural(pictures, 'picture')} at {size} px, batch {batch}, {parameters / 1e6:.1f} M parameters"
+    return _estimate(parts, summary, "use a smaller --size or --batch-size, or fewer pictures")
