@@ -440,3 +440,13 @@ def test_nothing_outside_the_run_folder_is_written_by_a_run(tiny_clip_spec: str,
     assert code == 0, err
     assert {p.parts[0] for p in Path(".").rglob("*")} == {"keep.txt", "run"}
     shutil.rmtree("run")
+
+
+@pytest.mark.parametrize(
+    "flags", [["--size", "0"], ["--size", "100000"], ["--synthetic", "-1"], ["--seed", "-2"],
+              ["--split", "nan,nan,nan"], ["--split", "inf,1,1"], ["--mix", "1,nan,1"]],
+)  # fmt: skip
+def test_data_clipart_refuses_impossible_numbers_before_reading_anything(tmp_path: Path, capsys, flags) -> None:
+    code, _, err = run_cli(["data", "clipart", tmp_path / "corpus", *flags, "-q"], capsys)
+    assert flags[0] in one_error_line(code, err)
+    assert not (tmp_path / "corpus").exists()

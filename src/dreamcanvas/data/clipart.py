@@ -143,7 +143,8 @@ def parse_fractions(text: str, option: str = "--split", names: tuple[str, ...] =
     except ValueError:
         parts = []
     required, extra = names[: len(names) - optional], names[len(names) - optional :]
-    if not len(required) <= len(parts) <= len(names) or min(parts) < 0 or sum(parts) <= 0:
+    finite = all(math.isfinite(part) for part in parts)
+    if not len(required) <= len(parts) <= len(names) or not finite or min(parts) < 0 or sum(parts) <= 0:
         wanted = ",".join(required) + "".join(f"[,{name}]" for name in extra)
         raise DreamcanvasError(f"{option} wants non-negative shares {wanted} (such as 45,45,10), not {text!r}")
     total = sum(parts)
@@ -587,6 +588,20 @@ def write_synthetic(writer: Writer, pools: dict[str, list[Sprite]], count: int, 
     return made
 
 
+MAX_CORPUS_SIDE = 1024
+MAX_SYNTHETIC = 10_000_000
+
+
+def check_build_options(size: int, seed: int, synthetic: int) -> None:
+    """One-line errors for numbers no corpus can be built with, before any source is read."""
+    if not 8 <= size <= MAX_CORPUS_SIDE:
+        raise DreamcanvasError(f"--size must be between 8 and {MAX_CORPUS_SIDE} pixels, got {size}")
+    if not 0 <= synthetic <= MAX_SYNTHETIC:
+        raise DreamcanvasError(f"--synthetic must be between 0 and {MAX_SYNTHETIC:,}, got {synthetic}")
+    if not 0 <= seed < 2**63:
+        raise DreamcanvasError(f"--seed must be a non-negative integer below 2**63, got {seed}")
+
+
 def build_corpus(
     out: str | Path,
     *,
@@ -603,6 +618,7 @@ def build_corpus(
 ) -> dict:
     """Build the corpus into ``out`` and return its manifest (also written to ``out/manifest.json``)."""
     out, openclipart_root = Path(out), Path(openclipart_root)
+    check_build_options(size, seed, synthetic)
     check_sources(openclipart_root, emoji_font)
     prepare_out_dir(out, overwrite)
     writer = Writer(out, [])
