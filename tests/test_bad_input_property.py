@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
@@ -245,6 +245,32 @@ def test_train_vqgan_refuses_cleanly_or_trains(captions_folder: Path, changes: d
         check_outcome("train vqgan", argv, Path(folder), Path("out"))
 
 
+TRAIN_DIFFUSION_FLAGS = {
+    "--size": HOSTILE, "--num-channels": HOSTILE, "--num-res-blocks": HOSTILE, "--num-head-channels": HOSTILE,
+    "--channel-mult": HOSTILE | st.sampled_from(["1,2", "1", "0.5,1", "1,,2"]),
+    "--attention-resolutions": HOSTILE | st.sampled_from(["8", "16,8", "", "3"]),
+    "--steps": HOSTILE, "--batch-size": HOSTILE, "--lr": HOSTILE, "--ema": HOSTILE, "--seed": HOSTILE,
+    "--sample-every": HOSTILE, "--checkpoint-every": HOSTILE, "--max-minutes": HOSTILE, "--threads": HOSTILE,
+    "--precision": HOSTILE | st.just("fp32"),
+}  # fmt: skip
+
+
+@PROPERTY
+@given(changes=_overrides(TRAIN_DIFFUSION_FLAGS))
+def test_train_diffusion_refuses_cleanly_or_trains(captions_folder: Path, changes: dict) -> None:
+    big = {"--size", "--num-channels", "--num-res-blocks", "--num-head-channels", "--steps", "--batch-size"}
+    changes = {flag: value for flag, value in changes.items()
+               if not (flag in big and value.isdigit() and int(value) > 64)}  # fmt: skip
+    base = {"--size": "16", "--num-channels": "32", "--num-res-blocks": "1", "--channel-mult": "1,2",
+            "--attention-resolutions": "8", "--num-head-channels": "32", "--steps": "2", "--batch-size": "2",
+            "--sample-every": "100", "--precision": "fp32", "--threads": "1", "--quiet": None,
+            "--out": "out"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        _playground(Path(folder))
+        argv = ["train", "diffusion", captions_folder, *_argv(base, changes)]
+        check_outcome("train diffusion", argv, Path(folder), Path("out"))
+
+
 DATA_FLAGS = {"--size": HOSTILE, "--seed": HOSTILE, "--split": HOSTILE, "--synthetic": HOSTILE, "--mix": HOSTILE,
               "--openclipart-root": HOSTILE_PATHS, "--emoji-font": HOSTILE_PATHS}  # fmt: skip
 
@@ -327,6 +353,8 @@ def test_from_png_with_any_stored_value_refuses_cleanly_or_draws(stopped_run: Pa
 
 @PROPERTY
 @given(name=st.sampled_from(FIELDS), value=JSON_VALUES)
+@example(name="iterations", value=6)  # the one setting resume may change: it must finish
+@example(name="gif", value=False)  # an "edit" to the value it already has
 def test_resume_with_any_edited_value_refuses_cleanly_or_finishes(stopped_run: Path, name: str, value) -> None:
     if not _affordable(name, value):
         return
@@ -347,8 +375,8 @@ def test_resume_with_any_edited_value_refuses_cleanly_or_finishes(stopped_run: P
 
 def test_the_property_tests_saw_both_outcomes() -> None:
     """A property that only ever saw refusals (or only runs) would prove little: both must have happened."""
-    if len(OUTCOMES) < 7:
+    if len(OUTCOMES) < 9:
         pytest.skip("run with the whole module")
-    for command in ("generate", "train clip", "train vqgan", "resume", "generate --from"):
+    for command in ("generate", "train clip", "train vqgan", "train diffusion", "resume", "generate --from"):
         assert OUTCOMES[command]["refused"] > 0 and OUTCOMES[command]["finished"] > 0, (command, OUTCOMES[command])
 

@@ -370,7 +370,7 @@ def test_a_damaged_state_pt_is_one_line(tiny_clip_spec: str, tmp_path: Path, cap
     assert "damaged" in one_error_line(code, err)
 
 
-@pytest.mark.parametrize("command", ["clip", "vqgan"])
+@pytest.mark.parametrize("command", ["clip", "vqgan", "diffusion"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
 def test_trainers_refuse_bad_learning_rates_and_leave_no_folder(captioned: Path, tmp_path: Path, capsys, command,
                                                                 value) -> None:  # fmt: skip

@@ -13,6 +13,7 @@ from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import check_record, flag_of, read_record, record_to_json, setting
 from dreamcanvas.settings import GenerateSettings
 from dreamcanvas.training.clip import TrainOptions
+from dreamcanvas.training.diffusion import TrainDiffusionConfig
 from dreamcanvas.training.vqgan import TrainVQGANConfig
 
 
@@ -84,7 +85,8 @@ def _options_of(*path: str) -> set[str]:
 @pytest.mark.parametrize(
     ("record", "command", "not_flags"),
     [(GenerateSettings, ("generate",), {"prompts"}), (TrainOptions, ("train", "clip"), {"weight_decay"}),
-     (TrainVQGANConfig, ("train", "vqgan"), {"disc_ndf", "disc_layers"})],
+     (TrainVQGANConfig, ("train", "vqgan"), {"disc_ndf", "disc_layers"}),
+     (TrainDiffusionConfig, ("train", "diffusion"), set())],
 )  # fmt: skip
 def test_every_setting_names_a_real_flag_in_its_messages(record, command, not_flags) -> None:
     """A message says ``--tv-weight must be ...``: that flag must exist, or the user cannot act on it."""
@@ -97,7 +99,7 @@ def test_every_setting_names_a_real_flag_in_its_messages(record, command, not_fl
 
 def test_every_float_setting_has_a_range() -> None:
     """NaN slipped through because float settings had no checks: now each declares where it may lie."""
-    for record in (GenerateSettings, TrainOptions, TrainVQGANConfig):
+    for record in (GenerateSettings, TrainOptions, TrainVQGANConfig, TrainDiffusionConfig):
         hints = {field.name: field for field in dataclasses.fields(record)}
         for name, field in hints.items():
             if "float" in str(field.type):

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(code)
 
 
-COMMAND_MODULES = ["generate", "models", "train_clip", "train_vqgan", "data", "score"]
+COMMAND_MODULES = ["generate", "models", "train_clip", "train_vqgan", "train_diffusion", "data", "score"]
 """Modules of :mod:`dreamcanvas.cli` that add commands to :data:`app` when imported."""
 
 

@@ -1,0 +1,556 @@
+"""Train an unconditional guided-diffusion model on a folder of pictures, on a CPU, resumable.
+
+The network is our faithful copy of guided-diffusion's ``UNetModel``
+(:mod:`dreamcanvas.models.guided_unet`), the process the 1000-step linear schedule every released model was
+trained on (so ``dreamcanvas generate --generator diffusion`` samples it unchanged), and the recipe is the
+original's ``TrainLoop`` with ``learn_sigma=True``, scaled down for a laptop:
+
+* **The hybrid loss of improved DDPM** (Nichol & Dhariwal 2021): the MSE between the true and the predicted
+  noise trains the mean; the variational bound ``L_vlb`` trains the variance channels only (the predicted
+  noise is detached inside it), in bits per dimension: ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))``,
+  or at ``t = 0`` the negative log-likelihood of the 8-bit picture under a discretised Gaussian. The
+  original's weighting (``vb * num_timesteps / 1000``) is 1 for 1000 steps.
+* **Uniform timesteps.** The original's default sampler; the loss-aware importance sampler of improved DDPM
+  helps only the pure-``L_vlb`` objective.
+* **EMA of the weights, exported.** ``model.pt`` holds the moving average, as the released files do. The
+  original's rate 0.9999 averages over ~10,000 steps: on a CPU run of a few thousand steps the random
+  initial weights would still weigh in (0.9999^5000 = 61 %), so the default is 0.999 (a ~1,000-step memory,
+  0.999^5000 < 1 %); raise ``--ema`` for long runs.
+* **AdamW, constant learning rate 1e-4, no weight decay, no warmup** (the original's defaults): the schedule
+  does not depend on ``steps``, so a finished run can be extended with ``--resume --steps``.
+* **Data:** each picture scaled so its shorter side is ``size``, centre-cropped to ``size x size`` once,
+  kept as uint8; every batch flips each picture left-right at random (as the original's
+  ``random_flip``).
+
+Every random draw (initial weights, batch order, flips, timesteps, noise) is a function of ``(seed, step)``,
+not of a generator's history, so a run stopped at step k (Ctrl-C, ``max_minutes``, a callback raising
+``KeyboardInterrupt``) and continued with ``resume`` ends with the same weights and EMA, byte for byte, as an
+uninterrupted run with the same thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamcanvas import memory
+from dreamcanvas.data.captions import iter_images
+from dreamcanvas.diffusion import (
+    ddim_step,
+    denoise,
+    extract,
+    linear_schedule,
+    model_output_to_prediction,
+    q_sample,
+    sampling_timesteps,
+    timestep_batch,
+)
+from dreamcanvas.diffusion.sampling import q_posterior_mean
+from dreamcanvas.diffusion.schedule import TRAINED_STEPS, DiffusionSchedule
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
+from dreamcanvas.generators.diffusion import sampling_schedule
+from dreamcanvas.memory.estimates import FLOAT32, RUNTIME_BYTES, TRAIN_BYTES_PER_PARAMETER
+from dreamcanvas.models.guided_unet import (
+    CHANNEL_MULT_BY_IMAGE_SIZE,
+    FLAGS_FILE,
+    NORM_GROUPS,
+    GuidedUNet,
+    UNetFlags,
+    build_unet,
+)
+from dreamcanvas.records import check_record, setting
+from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
+from dreamcanvas.training.vqgan import Pictures, center_crop, check_resumable, fingerprint, open_picture, save_grid
+
+STATE_NAME = "train_state.pt"
+"""Everything ``--resume`` needs: raw weights, EMA, AdamW moments, the step and the loss history."""
+MODEL_NAME, METRICS_NAME, SAMPLES_DIR = "model.pt", "metrics.json", "samples"
+GRID_PICTURES = 8
+"""Samples per grid: two rows of four."""
+SAMPLE_STEPS = 25
+"""DDIM steps of the sample grids (``ddim25``: every 40th step of the 1000)."""
+EVAL_PICTURES = 32
+"""Training pictures in the fixed-noise score of ``metrics.json`` (evenly spaced)."""
+LN2 = math.log(2.0)
+RESUME_PER_SESSION = ("data_dir", "out", "steps", "sample_every", "checkpoint_every", "max_minutes", "threads")
+"""Options a resumed run may change; all others define the run and must match the saved ones."""
+
+
+@dataclass
+class TrainDiffusionConfig:
+    """Everything that defines a training run; see ``dreamcanvas train diffusion --help``."""
+
+    data_dir: Path
+    out: Path
+    size: int = setting(64, low=8, high=4_096)
+    num_channels: int = setting(64, low=1, high=4_096)
+    num_res_blocks: int = setting(2, low=1, high=16)
+    channel_mult: tuple[int, ...] = setting((), low=1, high=64)
+    """Empty: OpenAI's multipliers for ``size`` (64: 1,2,3,4)."""
+    attention_resolutions: tuple[int, ...] = setting((16, 8), low=1, high=4_096)
+    num_head_channels: int = setting(32, low=1, high=4_096)
+    steps: int = setting(10_000, low=1, high=100_000_000_000)
+    batch_size: int = setting(8, low=1, high=1_000_000)
+    lr: float = setting(1e-4, above=0, high=10)
+    ema: float = setting(0.999, low=0, high=0.999999)
+    seed: int = setting(0, low=0, high=2**63 - 1)
+    precision: str = setting("bf16", choices=("bf16", "fp32"))
+    sample_every: int = setting(500, low=1, high=100_000_000)
+    checkpoint_every: int = setting(500, low=1, high=100_000_000)
+    max_minutes: float | None = setting(None, above=0, high=1e7)
+    threads: int | None = setting(None, low=1, high=4096)
+
+    def multipliers(self) -> tuple[float, ...]:
+        """``channel_mult``, or OpenAI's for ``size``; () when there is none."""
+        return tuple(self.channel_mult) or CHANNEL_MULT_BY_IMAGE_SIZE.get(self.size, ())
+
+    def flags(self) -> UNetFlags:
+        """guided-diffusion's model flags of this run (learned sigma, BigGAN resampling, scale-shift norm)."""
+        return UNetFlags(image_size=self.size, num_channels=self.num_channels, num_res_blocks=self.num_res_blocks,
+                         channel_mult=self.multipliers(),
+                         attention_resolutions=",".join(str(r) for r in self.attention_resolutions),
+                         num_head_channels=self.num_head_channels, learn_sigma=True, use_scale_shift_norm=True,
+                         resblock_updown=True)  # fmt: skip
+
+    def saved(self) -> dict[str, Any]:
+        """The options that define the run (what ``--resume`` restores and checks)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
+
+
+@dataclass
+class StepInfo:
+    """What the progress callback sees after each optimiser step."""
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    """``loss`` (= ``mse`` + ``vb``), ``mse`` (noise prediction) and ``vb`` (the variance's bound, bits/dim)."""
+    steps_per_s: float
+
+
+@dataclass
+class TrainDiffusionResult:
+    out: Path
+    steps: int
+    total_steps: int
+    finished: bool
+    loss: list[float] = field(default_factory=list)
+    """Training loss (mse + vb) of every step so far, earlier sessions included."""
+    mse: list[float] = field(default_factory=list)
+    steps_per_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- checks
+def parse_numbers(text: str, flag: str) -> tuple[int, ...]:
+    """``"1,2,3,4"`` -> ``(1, 2, 3, 4)``, ``""`` -> ``()``, with a one-line error for anything else."""
+    parts = [part for part in text.replace(" ", "").split(",") if part]
+    try:
+        values = tuple(int(part) for part in parts)
+    except ValueError:
+        raise DreamcanvasError(f"{flag} {text!r}: expected comma-separated integers such as 1,2,3") from None
+    if any(value < 1 for value in values):
+        raise DreamcanvasError(f"{flag} {text!r}: expected positive integers such as 1,2,3")
+    return values
+
+
+def validate(config: TrainDiffusionConfig) -> None:
+    """One-line errors, naming the flag, for options that cannot build a UNet, before any picture is read."""
+    check_record(config)
+    mults = config.multipliers()
+    if not mults:
+        sizes = ", ".join(str(s) for s in sorted(CHANNEL_MULT_BY_IMAGE_SIZE))
+        raise DreamcanvasError(f"--size {config.size} has no default --channel-mult (OpenAI's exist for {sizes}): "
+                               "give one, such as --channel-mult 1,2,2")  # fmt: skip
+    if len(mults) > 8:
+        raise DreamcanvasError("--channel-mult needs 1 to 8 levels, such as 1,2,3,4")
+    factor = 2 ** (len(mults) - 1)
+    if config.size % factor:
+        raise DreamcanvasError(f"--size must be a multiple of {factor} (the {len(mults)} levels of --channel-mult "
+                               f"halve it {len(mults) - 1} times)")  # fmt: skip
+    widths = [int(m * config.num_channels) for m in mults]
+    if any(width % NORM_GROUPS for width in widths):
+        raise DreamcanvasError(f"--num-channels {config.num_channels} times each --channel-mult must be a multiple "
+                               f"of {NORM_GROUPS} (group norm); the widths would be {widths}")  # fmt: skip
+    levels = [config.size // 2**level for level in range(len(mults))]
+    stray = [r for r in config.attention_resolutions if r not in levels]
+    if stray:
+        raise DreamcanvasError(f"--attention-resolutions {','.join(map(str, stray))}: the UNet's levels are "
+                               f"{','.join(map(str, levels))} px (empty: attention in the middle only)")  # fmt: skip
+    attended = [widths[levels.index(r)] for r in config.attention_resolutions] + [widths[-1]]
+    if any(width % config.num_head_channels for width in attended):
+        raise DreamcanvasError(f"--num-head-channels {config.num_head_channels} must divide the width of every "
+                               f"attention layer ({', '.join(map(str, sorted(set(attended))))} channels)")  # fmt: skip
+    config.flags()  # anything else the original would refuse (one line too)
+
+
+# --------------------------------------------------------------------------------------------- data
+def load_pictures(root: Path, size: int) -> Pictures:
+    """The folder in memory: ``size x size`` uint8 pictures, scaled (shorter side ``size``) and centre-cropped.
+
+    A :class:`~dreamcanvas.training.vqgan.Pictures` with nothing held out: its batches are epoch-wise shuffled
+    and flipped at random (its random crop of an already square picture is the picture).
+    """
+    if not root.is_dir():
+        raise DreamcanvasError(f"no such picture folder: {root}")
+    paths = list(iter_images(root))
+    if not paths:
+        raise DreamcanvasError(f"no pictures (png, jpg, webp) under {root}")
+    square = [center_crop(open_picture(path, size), size).contiguous() for path in paths]
+    return Pictures(square, [], size, fingerprint(paths, root))
+
+
+def draws(seed: int, step: int) -> torch.Generator:
+    """The generator of step ``step``'s timesteps and noise (the batch has its own, seeded otherwise)."""
+    return torch.Generator().manual_seed(seed * 2_000_003 + step + 7)
+
+
+# --------------------------------------------------------------------------------------------- losses
+def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor, log_var2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) per element, in nats."""
+    spread = torch.exp(log_var1 - log_var2) + (mean1 - mean2) ** 2 * torch.exp(-log_var2)
+    return 0.5 * (log_var2 - log_var1 - 1 + spread)
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(x) per element, in nats, of 8-bit pixels ``x`` (in [-1, 1], bins 2/255 wide) under N(mean, scale²).
+
+    The end bins take the tails (-inf to the first bin's edge, the last one's to +inf). The normal CDF is the
+    exact one (``torch.special``; the original uses a tanh approximation, within 1e-3 of it), the tails in log
+    space, so far-off means give large finite losses instead of a clamped 1e-12.
+    """
+    inverse = torch.exp(-log_scale)
+    upper, lower = (x - mean + 1 / 255) * inverse, (x - mean - 1 / 255) * inverse
+    inside = torch.log((torch.special.ndtr(upper) - torch.special.ndtr(lower)).clamp(min=1e-12))
+    first_bin, last_bin = torch.special.log_ndtr(upper), torch.special.log_ndtr(-lower)
+    return torch.where(x < -0.999, first_bin, torch.where(x > 0.999, last_bin, inside))
+
+
+def hybrid_loss(schedule: DiffusionSchedule, model_out: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor,
+                t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Per sample: (MSE of the predicted noise, ``L_vlb`` term of step ``t`` in bits/dim for the variance).
+
+    The bound sees the predicted noise detached, so only the variance channels learn from it.
+    """
+    channels = x_start.shape[1]
+    eps, var_values = torch.split(model_out, channels, dim=1)
+    mse = (noise - eps).pow(2).mean(dim=(1, 2, 3))
+    frozen = torch.cat([eps.detach(), var_values], dim=1)
+    predicted = model_output_to_prediction(schedule, frozen, x_t, t, clip_denoised=False)
+    true_mean = q_posterior_mean(schedule, x_start, x_t, t)
+    true_log_variance = extract(schedule.posterior_log_variance_clipped, t, x_t.shape)
+    kl = normal_kl(true_mean, true_log_variance, predicted.mean, predicted.log_variance).mean(dim=(1, 2, 3))
+    nll = -discretized_gaussian_log_likelihood(x_start, predicted.mean, 0.5 * predicted.log_variance)
+    vb = torch.where(t == 0, nll.mean(dim=(1, 2, 3)), kl) / LN2
+    return mse, vb
+
+
+# --------------------------------------------------------------------------------------------- the run
+@contextlib.contextmanager
+def autocast(precision: str) -> Iterator[None]:
+    """bf16 autocast on the CPU for ``bf16`` (the norms stay fp32 inside the UNet), nothing for ``fp32``."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        yield
+
+
+@dataclass
+class Run:
+    """The network, its moving average and optimiser, and the counters that make a run resumable."""
+
+    model: GuidedUNet
+    ema: GuidedUNet
+    opt: torch.optim.AdamW
+    step: int = 0
+    loss: list[float] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, config: TrainDiffusionConfig) -> Run:
+        with torch.random.fork_rng(devices=[]):  # the weights from the seed, the caller's RNG untouched
+            torch.manual_seed(config.seed)
+            model = build_unet(config.flags()).train()
+        ema = copy.deepcopy(model).eval().requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        return cls(model, ema, opt)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                "step": self.step, "loss": self.loss, "mse": self.mse}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.loss, self.mse = state["step"], list(state["loss"]), list(state["mse"])
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> None:
+    """``ema = rate * ema + (1 - rate) * weights``, parameter by parameter (the UNet has no buffers)."""
+    for average, weight in zip(ema.parameters(), model.parameters(), strict=True):
+        average.mul_(rate).add_(weight, alpha=1 - rate)
+
+
+def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, config: TrainDiffusionConfig,
+               schedule: DiffusionSchedule) -> dict[str, float]:  # fmt: skip
+    """One AdamW update on a batch of ``[0, 1]`` pictures, then the EMA; returns the batch's mean losses.
+
+    Timesteps (uniform over the 1000) and noise come from ``generator``; the UNet runs under bf16 autocast
+    if asked, the diffusion arithmetic and the losses in fp32.
+    """
+    x_start = images * 2 - 1
+    t = torch.randint(schedule.num_timesteps, (len(x_start),), generator=generator)
+    noise = torch.randn(x_start.shape, generator=generator)
+    x_t = q_sample(schedule, x_start, t, noise)
+    with autocast(config.precision):
+        model_out = run.model(x_t, t.float()).float()
+    mse, vb = hybrid_loss(schedule, model_out, x_start, x_t, t, noise)
+    loss = (mse + vb).mean()
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    update_ema(run.ema, run.model, config.ema)
+    return {"loss": loss.item(), "mse": mse.mean().item(), "vb": vb.mean().item()}
+
+
+# --------------------------------------------------------------------------------------------- outputs
+@torch.no_grad()
+def draw_samples(model: GuidedUNet, size: int, count: int, seed: int, precision: str = "fp32",
+                 steps: int = SAMPLE_STEPS) -> torch.Tensor:  # fmt: skip
+    """``count`` pictures in ``[0, 1]`` from pure noise (seeded by ``seed`` alone: every grid of a run starts
+    from the same noise), by deterministic DDIM over ``steps`` of the 1000 steps, as ``generate`` respaces."""
+    schedule = sampling_schedule(steps, "ddim")
+    x = torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    was_training = model.training
+    model.eval()
+
+    def unet(x_t: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        with autocast(precision):
+            return model(x_t, times).float()
+
+    for index in sampling_timesteps(schedule):
+        t = timestep_batch(index, count)
+        x = ddim_step(schedule, denoise(schedule, unet, x, t), x, t, eta=0.0, clip_denoised=True).sample
+    model.train(was_training)
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def save_samples(run: Run, config: TrainDiffusionConfig) -> Path:
+    """``samples/step_NNNNNN.png``: the EMA model's pictures, two rows of four."""
+    samples = draw_samples(run.ema, config.size, GRID_PICTURES, config.seed, config.precision)
+    half = GRID_PICTURES // 2
+    return save_grid(samples[:half], samples[half:], sample_path(config.out, run.step))
+
+
+def sample_path(out: Path, step: int) -> Path:
+    return out / SAMPLES_DIR / f"step_{step:06d}.png"
+
+
+def model_flags(config: TrainDiffusionConfig) -> dict[str, Any]:
+    """``model_flags.json``: guided-diffusion's names for the network (channel_mult written out) and for the
+    process it was trained with (the loaders read the first, ignore the second)."""
+    flags = config.flags()
+    flags = replace(flags, channel_mult=flags.channel_multipliers()).to_dict()
+    return {**flags, "diffusion_steps": TRAINED_STEPS, "noise_schedule": "linear", "timestep_respacing": "",
+            "use_kl": False, "predict_xstart": False, "rescale_timesteps": True,
+            "rescale_learned_sigmas": True}  # fmt: skip
+
+
+def export(run: Run, config: TrainDiffusionConfig) -> None:
+    """``OUT/model.pt`` (a plain state dict of the EMA weights, fp32, as the released models) beside
+    ``OUT/model_flags.json``: ``--diffusion-model local:OUT/model.pt`` loads both."""
+    weights = {name: tensor.detach().clone().contiguous() for name, tensor in run.ema.state_dict().items()}
+    atomic.write_json(config.out / FLAGS_FILE, model_flags(config))
+    atomic.save_torch(config.out / MODEL_NAME, weights)
+
+
+def save_state(run: Run, config: TrainDiffusionConfig, data_fingerprint: str) -> None:
+    """Everything ``resume`` needs, written atomically (a Ctrl-C while saving leaves the previous state)."""
+    state = {"format": 1, "run": run.state_dict(), "options": config.saved(), "data_fingerprint": data_fingerprint}
+    atomic.save_torch(config.out / STATE_NAME, state)
+
+
+STATE_SHAPE = {"run": dict, "options": dict, "data_fingerprint": str}
+
+
+def load_state(out: Path) -> dict[str, Any]:
+    """``train_state.pt``, weights-only (nothing in it can run code) and checked for the keys resuming needs."""
+    return load_training_state(out / STATE_NAME, STATE_SHAPE)
+
+
+def resumed_config(config: TrainDiffusionConfig, explicit: set[str]) -> TrainDiffusionConfig:
+    """The saved run's options, except those given explicitly now (the CLI's ``--resume``)."""
+    session = {name: getattr(config, name) for name in RESUME_PER_SESSION}
+    saved = saved_options(TrainDiffusionConfig, load_state(config.out)["options"], session, config.out / STATE_NAME)
+    kept = {name: getattr(saved, name) for name in saved.saved() if name not in explicit}
+    return replace(config, **kept)
+
+
+@torch.no_grad()
+def fixed_noise_loss(model: GuidedUNet, images: torch.Tensor, seed: int, batch_size: int = 16) -> dict[str, float]:
+    """The losses of ``[0, 1]`` pictures at fixed timesteps (evenly spread over the 1000) and fixed noise, fp32:
+    free of the batch-to-batch noise of the training loss, hence the number to compare runs and steps by."""
+    schedule = linear_schedule(TRAINED_STEPS)
+    count = len(images)
+    t = ((torch.arange(count) + 0.5) * TRAINED_STEPS / count).long().clamp(max=TRAINED_STEPS - 1)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    x_start = images * 2 - 1
+    x_t = q_sample(schedule, x_start, t, noise)
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x_t[i : i + batch_size], t[i : i + batch_size].float())
+                     for i in range(0, count, batch_size)])  # fmt: skip
+    model.train(was_training)
+    mse, vb = hybrid_loss(schedule, out, x_start, x_t, t, noise)
+    return {"mse": round(mse.mean().item(), 5), "vb": round(vb.mean().item(), 5)}
+
+
+def write_metrics(config: TrainDiffusionConfig, run: Run, data: Pictures, seconds: float,
+                  steps_per_s: float) -> dict[str, Any]:  # fmt: skip
+    """``metrics.json``: the EMA and raw models' fixed-noise losses on (up to 32) training pictures, the last
+    100 training losses, speed and size. Nothing is held out: a diffusion model's held-out loss says little
+    about its pictures, and with a couple of hundred paintings every one counts."""
+    views = data.views(data.train, EVAL_PICTURES)
+    metrics: dict[str, Any] = {
+        "step": run.step,
+        "fixed_noise": {"ema": fixed_noise_loss(run.ema, views, config.seed),
+                        "raw": fixed_noise_loss(run.model, views, config.seed), "pictures": len(views)},
+        "train_loss_last_100": round(float(np.mean(run.loss[-100:])), 5) if run.loss else None,
+        "train_mse_last_100": round(float(np.mean(run.mse[-100:])), 5) if run.mse else None,
+        "pictures": len(data.train),
+        "steps_per_s_last_session": round(steps_per_s, 3),
+        "seconds_last_session": round(seconds, 1),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+    }  # fmt: skip
+    atomic.write_json(config.out / METRICS_NAME, metrics)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------- memory
+TRAIN_UNET_BYTES_PER_FEATURE = {"fp32": 24.0, "bf16": 20.0}
+"""Per element of one picture's feature maps (:func:`features_per_pixel`) during a training step: what autograd
+keeps (norms, activations, convolution outputs, attention) plus the gradients alive in the backward pass.
+Measured from the peak RSS of whole runs (``train_diffusion``, 3 steps, a sample grid and metrics; torch 2.14,
+2 threads, x86-64 with AMX) as the slope between batch sizes: 18.1 (fp32) and 15.4 (bf16) at the default
+64 px config (batch 8 -> 32: 2.51 -> 5.52 GB fp32, 2.43 -> 4.98 GB bf16), 18.9 and 14.8 at 32 px, width 32,
+1,2,2, batch 64; rounded up by about a third. The estimate's other parts (runtime, weights) give the measured
+intercept within 5 %."""
+
+
+def features_per_pixel(flags: UNetFlags) -> float:
+    """Channels of every residual block's input and output and every attention layer, per pixel of the
+    picture (a level ``l`` down has ``4**l`` times fewer pixels): what the backward pass keeps scales with it."""
+    widths, rates = flags.level_widths(), flags.attention_rates()
+    total, channels = float(widths[0]), widths[0]
+    for level, width in enumerate(widths):  # the input path
+        for _ in range(flags.num_res_blocks):
+            total += (channels + width + (3 * width if 2**level in rates else 0)) / 4**level
+            channels = width
+    total += 2 * (2 * channels) / 4 ** (len(widths) - 1) + 4 * channels / 4 ** (len(widths) - 1)  # the middle
+    for level in reversed(range(len(widths))):  # the output path, with skips
+        for _ in range(flags.num_res_blocks + 1):
+            total += (2 * widths[level] + widths[level] + (3 * widths[level] if 2**level in rates else 0)) / 4**level
+    return total
+
+
+def estimate_train_diffusion(config: TrainDiffusionConfig, pictures: int) -> memory.MemoryEstimate:
+    """Peak memory of ``dreamcanvas train diffusion`` on ``pictures`` pictures."""
+    flags = config.flags()
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in build_unet(flags).parameters())
+    per_picture = config.size**2 * features_per_pixel(flags) * TRAIN_UNET_BYTES_PER_FEATURE[config.precision]
+    parts = {
+        "runtime": RUNTIME_BYTES,
+        "pictures": pictures * 3 * config.size**2,
+        "model, EMA and optimiser": parameters * (TRAIN_BYTES_PER_PARAMETER + FLOAT32),
+        "activations": config.batch_size * per_picture,
+    }
+    rounded = {name: math.ceil(size) for name, size in parts.items()}
+    summary = (f"{pictures} picture{'' if pictures == 1 else 's'} at {config.size} px, batch {config.batch_size}, "
+               f"{parameters / 1e6:.1f} M parameters")  # fmt: skip
+    return memory.MemoryEstimate(sum(rounded.values()), rounded, summary,
+                                 "use a smaller --size, --batch-size or --num-channels")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- the loop
+def train_diffusion(config: TrainDiffusionConfig, resume: bool = False,
+                    on_step: Callable[[StepInfo], None] | None = None,
+                    log: Callable[[str], None] = lambda message: None,
+                    force: bool = False) -> TrainDiffusionResult:  # fmt: skip
+    """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the model, then re-raise.
+
+    ``config.threads`` applies for the call only (see :func:`~dreamcanvas.training.torch_threads`). A run
+    whose memory estimate exceeds the memory available is refused before any picture is decoded, unless
+    ``force``.
+    """
+    validate(config)
+    with torch_threads(config.threads), output_folder(config.out):
+        return _train(config, resume, on_step, log, force)
+
+
+def _train(config: TrainDiffusionConfig, resume: bool, on_step: Callable[[StepInfo], None] | None,
+           log: Callable[[str], None], force: bool) -> TrainDiffusionResult:  # fmt: skip
+    pictures = sum(1 for _ in iter_images(config.data_dir)) if config.data_dir.is_dir() else 0
+    memory.check_fits(estimate_train_diffusion(config, pictures), force=force)
+    log(f"reading the pictures under {config.data_dir}")
+    data = load_pictures(config.data_dir, config.size)
+    run = Run.create(config)
+    if resume:
+        state = load_state(config.out)
+        check_resumable(config, state, data)
+        try:
+            run.load_state_dict(state["run"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise DreamcanvasError(
+                f"--resume: {config.out / STATE_NAME} does not fit this model ({' '.join(str(error).split())[:200]})"
+            ) from None
+    log(f"{len(data.train)} pictures; {sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters")
+    schedule = linear_schedule(TRAINED_STEPS)
+    started, first_step = time.monotonic(), run.step
+
+    def rate() -> float:
+        return (run.step - first_step) / max(time.monotonic() - started, 1e-9)
+
+    try:
+        while run.step < config.steps:
+            if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
+                break
+            images = data.batch(run.step, config.batch_size, config.seed)
+            losses = train_step(run, images, draws(config.seed, run.step), config, schedule)
+            if not all(math.isfinite(value) for value in losses.values()):
+                raise DreamcanvasError(f"the losses became {losses} at step {run.step + 1}: training diverged "
+                                       "(try a lower --lr); the last train_state.pt is kept")  # fmt: skip
+            run.step += 1
+            run.loss.append(round(losses["loss"], 5))
+            run.mse.append(round(losses["mse"], 5))
+            if run.step % config.sample_every == 0:
+                save_samples(run, config)
+            if run.step % config.checkpoint_every == 0 and run.step < config.steps:
+                save_state(run, config, data.fingerprint)
+                export(run, config)
+            if on_step is not None:
+                on_step(StepInfo(run.step, config.steps, losses, rate()))
+    except KeyboardInterrupt:
+        save_state(run, config, data.fingerprint)
+        export(run, config)
+        log(f"interrupted at step {run.step}/{config.steps}: saved to {config.out}; continue with --resume")
+        raise
+    seconds, steps_per_s = time.monotonic() - started, rate()
+    save_state(run, config, data.fingerprint)
+    export(run, config)
+    if run.step % config.sample_every:
+        save_samples(run, config)
+    metrics = write_metrics(config, run, data, seconds, steps_per_s)
+    return TrainDiffusionResult(config.out, run.step, config.steps, run.step >= config.steps, list(run.loss),
+                                list(run.mse), steps_per_s, metrics)  # fmt: skip
