@@ -46,3 +46,16 @@ def pixels(path: Path) -> np.ndarray:
 def write_picture(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (32, 32)) -> Path:
     Image.new("RGB", size, color).save(path)
     return path
+
+
+class ShellPayload:
+    """Unpickling this runs ``touch MARKER``: what a crafted checkpoint does to a loader with weights_only=False."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))

@@ -10,13 +10,12 @@ the original's state dict, ``guided_unet_64_reference.json`` the original's outp
 from __future__ import annotations
 
 import json
-import os
-import shlex
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ShellPayload
 
 from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning
 from dreamcanvas.files.checkpoints import UnsafeCheckpointError
@@ -258,18 +257,10 @@ def test_weights_of_another_architecture_give_one_line(tmp_path: Path) -> None:
     assert "not a guided-diffusion UNet" in one_line(error)
 
 
-class _RunsShellOnLoad:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
-
-
 def test_code_running_pickle_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pt"
-    torch.save({"time_embed.0.weight": _RunsShellOnLoad(marker)}, path)
+    torch.save({"time_embed.0.weight": ShellPayload(marker)}, path)
     with pytest.raises(UnsafeCheckpointError) as error:
         load_unet(path)
     one_line(error)

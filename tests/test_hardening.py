@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli, tiny_settings
+from helpers import ShellPayload, run_cli, tiny_settings
 from PIL import Image
 
 from dreamcanvas.engine import generate, resume
@@ -61,20 +61,10 @@ def captioned(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- 1. code from files
-class _Payload:
-    """Unpickling this runs ``touch MARKER``: what a crafted checkpoint would do with weights_only=False."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_crafted_train_state_never_runs_code(captioned: Path, tmp_path: Path, capsys) -> None:
     marker, out = tmp_path / "PWNED", tmp_path / "run"
     out.mkdir()
-    torch.save({"options": _Payload(marker)}, out / CLIP_STATE_NAME)
+    torch.save({"options": ShellPayload(marker)}, out / CLIP_STATE_NAME)
     code, _, err = run_cli(["train", "clip", captioned, "--out", out, "--resume", "--config", "tiny", "-q"], capsys)
     assert "refused to load" in one_error_line(code, err) and "could run code" in err
     assert not marker.exists()
@@ -83,7 +73,7 @@ def test_a_crafted_train_state_never_runs_code(captioned: Path, tmp_path: Path, 
 def test_a_crafted_run_checkpoint_never_runs_code(tiny_clip_spec: str, tmp_path: Path, capsys) -> None:
     run = generate(tiny_settings(tiny_clip_spec, iterations=4, save_every=2), tmp_path / "run").run_dir
     marker = tmp_path / "PWNED"
-    torch.save({"step": 2, "generator": _Payload(marker)}, run / rundir.STATE_NAME)
+    torch.save({"step": 2, "generator": ShellPayload(marker)}, run / rundir.STATE_NAME)
     code, _, err = run_cli(["resume", run, "-q"], capsys)
     assert "refused to load" in one_error_line(code, err)
     assert not marker.exists()
@@ -94,7 +84,7 @@ def test_a_crafted_vqgan_train_state_never_runs_code(captioned: Path, tmp_path: 
 
     marker, out = tmp_path / "PWNED", tmp_path / "vq"
     out.mkdir()
-    torch.save({"options": _Payload(marker), "run": {}, "data_fingerprint": ""}, out / STATE_NAME)
+    torch.save({"options": ShellPayload(marker), "run": {}, "data_fingerprint": ""}, out / STATE_NAME)
     code, _, err = run_cli(["train", "vqgan", captioned, "--out", out, "--resume", "--size", "32", "-q"], capsys)
     assert "refused to load" in one_error_line(code, err)
     assert not marker.exists()

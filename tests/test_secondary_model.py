@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shlex
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ShellPayload
 
 from dreamcanvas import weights
 from dreamcanvas.diffusion import denoise, timestep_batch
@@ -142,18 +141,10 @@ def test_weights_of_another_network_give_one_line(tmp_path: Path) -> None:
     assert "not a plain state dict" in one_line(error)
 
 
-class _RunsShellOnLoad:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
-
-
 def test_code_running_pickle_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth"
-    torch.save({"timestep_embed.weight": _RunsShellOnLoad(marker)}, path)
+    torch.save({"timestep_embed.weight": ShellPayload(marker)}, path)
     with pytest.raises(UnsafeCheckpointError) as error:
         load_secondary(path)
     assert "secondary model" in one_line(error)

@@ -12,6 +12,7 @@ explained instead of failing later with a ``KeyError``.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,25 @@ def require(data: Any, shape: dict[str, type | tuple[type, ...]], where: str) ->
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise DamagedCheckpointError(f"{where} is damaged: {key!r} should be {names}, not {type(value).__name__}")
     return data
+
+
+def describe_misfit(state_dict: Mapping[str, Any], expected: Mapping[str, Any], shown: int = 3) -> str:
+    """'' when the names and shapes of ``state_dict`` are those ``expected`` (name -> shape), else the first few
+    missing, unexpected and resized names: what a strict load would refuse, in words."""
+
+    def first(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    resized = [
+        f"{key} is {tuple(state_dict[key].shape)} not {tuple(shape)}"
+        for key, shape in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(shape)
+    ]
+    parts = [
+        f"{len(missing)} missing ({first(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
+        f"{len(resized)} of another shape ({first(resized)})" if resized else "",
+    ]
+    return "; ".join(part for part in parts if part)

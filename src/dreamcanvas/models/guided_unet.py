@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning
-from dreamcanvas.files.checkpoints import DamagedCheckpointError, load_checkpoint
+from dreamcanvas.files.checkpoints import DamagedCheckpointError, describe_misfit, load_checkpoint
 
 # The original's ``channel_mult=""`` means "the multipliers OpenAI used for this image size".
 CHANNEL_MULT_BY_IMAGE_SIZE: dict[int, tuple[float, ...]] = {
@@ -649,27 +649,6 @@ def read_flags_file(path: Path) -> UNetFlags:
         raise DreamcanvasError(f"{path}: {error}") from None
 
 
-def _misfit(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size], shown: int = 3) -> str:
-    """'' when the names and shapes agree, else a short account of the first few differences."""
-
-    def first(items: list[str]) -> str:
-        return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
-
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    resized = [
-        f"{key} is {tuple(state_dict[key].shape)} not {tuple(shape)}"
-        for key, shape in expected.items()
-        if key in state_dict and state_dict[key].shape != shape
-    ]
-    parts = [
-        f"{len(missing)} missing ({first(missing)})" if missing else "",
-        f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
-        f"{len(resized)} of another shape ({first(resized)})" if resized else "",
-    ]
-    return "; ".join(part for part in parts if part)
-
-
 def load_unet(path: str | Path, flags: UNetFlags | None = None) -> GuidedUNet:
     """The network of a released (or our own) guided-diffusion state dict, in float32 and eval mode.
 
@@ -699,7 +678,7 @@ def load_unet(path: str | Path, flags: UNetFlags | None = None) -> GuidedUNet:
             )
     with torch.device("meta"):
         model = build_unet(flags)
-    misfit = _misfit(state_dict, {key: value.shape for key, value in model.state_dict().items()})
+    misfit = describe_misfit(state_dict, {key: value.shape for key, value in model.state_dict().items()})
     if misfit:
         raise DreamcanvasError(f"diffusion model {path} does not fit the guided-diffusion UNet of {source}: {misfit}")
     model.load_state_dict(state_dict, strict=True, assign=True)

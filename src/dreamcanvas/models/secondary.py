@@ -17,7 +17,6 @@ conv. Widths per level: 64, 128, 128, 256, 256, 512. Sides must be multiples of 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.files.checkpoints import DamagedCheckpointError, load_checkpoint
+from dreamcanvas.files.checkpoints import DamagedCheckpointError, describe_misfit, load_checkpoint
 
 WIDTHS = (64, 128, 128, 256, 256, 512)
 """Channels of the full-resolution level and of each of the five halvings below it."""
@@ -127,27 +126,6 @@ class SecondaryModel(nn.Module):
         return SecondaryOutput(v=v, pred=x * alpha - v * sigma, eps=x * sigma + v * alpha)
 
 
-def _mismatch(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size], shown: int = 3) -> str:
-    """'' when names and shapes agree, else the first few differences."""
-
-    def first(items: list[str]) -> str:
-        return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
-
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    resized = [
-        f"{key} is {tuple(state_dict[key].shape)} not {tuple(shape)}"
-        for key, shape in expected.items()
-        if key in state_dict and state_dict[key].shape != shape
-    ]
-    parts = [
-        f"{len(missing)} missing ({first(missing)})" if missing else "",
-        f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
-        f"{len(resized)} of another shape ({first(resized)})" if resized else "",
-    ]
-    return "; ".join(part for part in parts if part)
-
-
 def load_secondary(path: str | Path) -> SecondaryModel:
     """The secondary model of a plain state dict (``secondary_model_imagenet_2.pth``), float32, eval mode.
 
@@ -164,7 +142,7 @@ def load_secondary(path: str | Path) -> SecondaryModel:
         raise DamagedCheckpointError(f"secondary model {path} is not a plain state dict (named tensors)")
     with torch.device("meta"):
         model = SecondaryModel()
-    mismatch = _mismatch(state_dict, {key: value.shape for key, value in model.state_dict().items()})
+    mismatch = describe_misfit(state_dict, {key: value.shape for key, value in model.state_dict().items()})
     if mismatch:
         raise DreamcanvasError(f"secondary model {path} does not fit Disco's secondary model: {mismatch}")
     model.load_state_dict(state_dict, strict=True, assign=True)
