@@ -60,14 +60,6 @@ def fail(message: str, exit_code: int = 2) -> None:
     raise SystemExit(exit_code)
 
 
-FORCE_HELP = "Run even when the memory estimate says it will not fit in the memory available."
-
-
-def force_option(panel: str | None = None) -> Any:
-    """``--force`` of every command that checks its memory estimate first (see :mod:`dreamcanvas.memory`)."""
-    return typer.Option("--force", help=FORCE_HELP, rich_help_panel=panel)
-
-
 def stopped(message: str) -> None:
     """A stop (Ctrl-C, SIGTERM) is not an error: one line without ``error:``, exit code 130."""
     print(f"dreamcanvas: {message}", file=sys.stderr)
@@ -182,6 +174,6 @@ def _register_commands() -> None:
 
 
 __all__ = [
-    "app", "data_app", "fail", "force_option", "main", "models_app", "run_trainer", "say", "stopped", "train_app",
+    "app", "data_app", "fail", "main", "models_app", "run_trainer", "say", "stopped", "train_app",
     "typed_flags",
 ]  # fmt: skip

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dreamcanvas.cli import STOPPED, app, force_option, typed_flags
+from dreamcanvas.cli import STOPPED, app, typed_flags
+from dreamcanvas.cli.options import force_option, quiet_option
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
 
@@ -233,7 +234,7 @@ def generate(
         ),
     ] = None,
     force: Annotated[bool, force_option(OUTPUT)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+    quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Draw a picture by optimising a generator until CLIP says it matches the prompt."""
     values: dict[str, Any] = dict(ctx.params)
@@ -291,7 +292,7 @@ def resume(
         ),
     ] = None,
     force: Annotated[bool, force_option()] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+    quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Continue a run stopped by Ctrl-C or a crash, from its last checkpoint."""
     from dreamcanvas import engine

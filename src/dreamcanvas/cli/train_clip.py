@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import force_option, run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli import run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli.options import force_option, max_minutes_option, quiet_option, resume_option, threads_option
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -85,12 +86,7 @@ def train_clip_command(
         typer.Option(help="Held-out split for text->image retrieval at the end ('' for none).", rich_help_panel=DATA),
     ] = "test",
     augment: Annotated[bool, typer.Option(help="Random crops, blur, noise and erasing.", rich_help_panel=DATA)] = True,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume", help="Continue the run saved in --out exactly (its options are reused).", rich_help_panel=RUN
-        ),
-    ] = False,
+    resume: Annotated[bool, resume_option(RUN)] = False,
     checkpoint_every: Annotated[
         int,
         typer.Option(
@@ -105,25 +101,13 @@ def train_clip_command(
             show_default=False,
         ),
     ] = None,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(help="Stop (resumably) after this many minutes.", rich_help_panel=RUN, show_default=False),
-    ] = None,
+    max_minutes: Annotated[float | None, max_minutes_option(RUN)] = None,
     export_dtype: Annotated[
         str, typer.Option(help="fp16 (half the size) or fp32 weights in the exported model.", rich_help_panel=RUN)
     ] = "fp16",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="CPU threads (default: torch's choice); on a busy machine 1 "
-            "can be faster. Resume with the same value for bit-identical "
-            "weights.",
-            rich_help_panel=RUN,
-            show_default=False,
-        ),
-    ] = None,
+    threads: Annotated[int | None, threads_option(RUN)] = None,
     force: Annotated[bool, force_option(RUN)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+    quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Train a small open_clip CLIP from scratch (or fine-tune one); the result loads with --clip local-dir:OUT."""
     from dreamcanvas.training.clip import TrainOptions, resumed_options, train_clip

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import force_option, run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli import run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli.options import force_option, max_minutes_option, quiet_option, resume_option, threads_option
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -99,12 +100,7 @@ def train_diffusion_command(
             rich_help_panel=SCHEDULE,
         ),
     ] = "bf16",
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume", help="Continue the run saved in --out exactly (its options are reused).", rich_help_panel=RUN
-        ),
-    ] = False,
+    resume: Annotated[bool, resume_option(RUN)] = False,
     sample_every: Annotated[
         int,
         typer.Option(
@@ -119,22 +115,10 @@ def train_diffusion_command(
             rich_help_panel=RUN,
         ),
     ] = 500,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(help="Stop (resumably) after this many minutes.", rich_help_panel=RUN, show_default=False),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="CPU threads (default: torch's choice); on a busy machine 1 "
-            "is often faster. Resume with the same value for bit-identical "
-            "weights.",
-            rich_help_panel=RUN,
-            show_default=False,
-        ),
-    ] = None,
+    max_minutes: Annotated[float | None, max_minutes_option(RUN)] = None,
+    threads: Annotated[int | None, threads_option(RUN)] = None,
     force: Annotated[bool, force_option(RUN)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no messages.")] = False,
+    quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Train a diffusion model on your pictures; draw with -g diffusion --diffusion-model local:OUT/model.pt."""
     from dreamcanvas.training.diffusion import (
