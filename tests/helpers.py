@@ -59,3 +59,16 @@ class ShellPayload:
         import shlex
 
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+def tensors(value, prefix: str = "") -> dict:
+    """Every tensor in a nested state (dicts, lists), by path, for byte-for-byte comparisons."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return {prefix: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    found: dict = {}
+    for key, item in items:
+        found.update(tensors(item, f"{prefix}/{key}"))
+    return found

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, tensors
 from PIL import Image, ImageDraw
 
 from dreamcanvas.diffusion import linear_schedule, q_sample
@@ -66,17 +66,6 @@ def tiny(data: Path, out: Path, **changes) -> TrainDiffusionConfig:
     for name, value in changes.items():
         setattr(base, name, value)
     return base
-
-
-def tensors(value, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a nested state (dicts, lists), by path, for byte-for-byte comparisons."""
-    if isinstance(value, torch.Tensor):
-        return {prefix: value}
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    found: dict[str, torch.Tensor] = {}
-    for key, item in items:
-        found.update(tensors(item, f"{prefix}/{key}"))
-    return found
 
 
 @pytest.fixture(scope="module")

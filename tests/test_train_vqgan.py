@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import run_cli
+from helpers import run_cli, tensors
 from PIL import Image, ImageDraw
 
 from dreamcanvas.errors import DreamcanvasError
@@ -63,17 +63,6 @@ def tiny(data: Path, out: Path, **changes) -> TrainVQGANConfig:
     for name, value in changes.items():
         setattr(base, name, value)
     return base
-
-
-def tensors(value, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a nested state (dicts, lists), by path, for byte-for-byte comparisons."""
-    if isinstance(value, torch.Tensor):
-        return {prefix: value}
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    found: dict[str, torch.Tensor] = {}
-    for key, item in items:
-        found.update(tensors(item, f"{prefix}/{key}"))
-    return found
 
 
 @pytest.fixture(scope="module")

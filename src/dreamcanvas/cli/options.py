@@ -13,6 +13,13 @@ THREADS_HELP = (
 )
 
 
+def pictures_folder_argument() -> Any:
+    """The folder a trainer learns from."""
+    return typer.Argument(
+        help="Folder of pictures (png, jpg, webp; sub-folders too), e.g. a couple of hundred of your paintings."
+    )
+
+
 def force_option(panel: str | None = None) -> Any:
     """``--force`` of every command that checks its memory estimate first (see :mod:`dreamcanvas.memory`)."""
     return typer.Option("--force", help=FORCE_HELP, rich_help_panel=panel)

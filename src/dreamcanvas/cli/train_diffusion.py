@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dreamcanvas.cli import run_trainer, say, train_app, typed_flags
-from dreamcanvas.cli.options import force_option, max_minutes_option, quiet_option, resume_option, threads_option
+from dreamcanvas.cli.options import (
+    force_option,
+    max_minutes_option,
+    pictures_folder_argument,
+    quiet_option,
+    resume_option,
+    threads_option,
+)
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -22,12 +29,7 @@ RUN = "Run"
 @train_app.command("diffusion", no_args_is_help=True)
 def train_diffusion_command(
     ctx: typer.Context,
-    data_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="Folder of pictures (png, jpg, webp; sub-folders too), e.g. a couple of hundred of your paintings."
-        ),
-    ],
+    data_dir: Annotated[Path, pictures_folder_argument()],
     out: Annotated[
         Path,
         typer.Option(
