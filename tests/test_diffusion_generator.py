@@ -208,3 +208,25 @@ def test_a_missing_secondary_model_is_one_line(tiny_clip_spec, tiny_unet_file, t
     code, _, err = run_cli(args, capsys)
     assert code == 2 and err.count("\n") == 1 and "no such file" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_offline_without_a_model_the_bundled_one_draws_after_one_warning(tiny_clip_spec, tiny_unet_file, tmp_path,
+                                                                          capsys, monkeypatch):  # fmt: skip
+    from dreamcanvas import weights
+
+    bundled = tmp_path / "bundled"
+    (bundled / "diffusion").mkdir(parents=True)
+    for name in ("model.pt", FLAGS_FILE):
+        (bundled / "diffusion" / name).write_bytes((tiny_unet_file.parent / name).read_bytes())
+    monkeypatch.setattr(weights.registry, "bundled_dir", lambda name: bundled / name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["generate", "a red apple", "--generator", "diffusion", "--clip", tiny_clip_spec, "--size", "32", "32",
+            "-i", "2", "--save-every", "2", "--seed", "1", "--quiet", "--out", tmp_path / "run"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0 and err.count("\n") == 1 and "bundled:diffusion draws instead" in err, err
+    stored = json.loads((tmp_path / "run" / rundir.RUN_JSON).read_text())["settings"]
+    assert stored["diffusion_model"] == "bundled:diffusion"  # the run says which model drew it
+
+    code, _, err = run_cli([*args[:-1], tmp_path / "explicit", "--diffusion-model", "256x256_diffusion_uncond"],
+                           capsys)  # fmt: skip
+    assert code == 2 and "not downloaded" in err  # an explicit model never falls back

@@ -380,6 +380,10 @@ def generate(
     settings = preflight(settings, out, force=force)
     if not settings.clip_models and perceptors is None:
         settings = settings.replace(clip_models=default_clip_models())
+    if settings.generator == "diffusion" and not settings.diffusion_model:
+        from dreamcanvas.generators.diffusion import default_diffusion_model
+
+        settings = settings.replace(diffusion_model=default_diffusion_model())
     job = build_job(settings, perceptors)
     label = (settings.prompts or settings.image_prompts or settings.target_images)[0]
     run_dir = Path(out) if out is not None else rundir.default_run_dir(Path(outputs_root), label)

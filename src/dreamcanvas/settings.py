@@ -70,9 +70,11 @@ class GenerateSettings:
     """VQGAN start without an init image: ``none`` (random codebook rows), ``pixels`` or ``gradient`` (encoded)."""
 
     # diffusion (--generator diffusion) -----------------------------------------------------------------
-    diffusion_model: str = setting("256x256_diffusion_uncond", nonempty=True)
+    diffusion_model: str = ""
     """Weights of the diffusion generator: a registered name, ``bundled:NAME`` or ``local:PATH.pt`` (a plain
-    guided-diffusion state dict, with its flags in a ``model_flags.json`` beside it or inferred)."""
+    guided-diffusion state dict, with its flags in a ``model_flags.json`` beside it or inferred). Empty = the
+    default: ``256x256_diffusion_uncond`` if it is cached or downloadable now, else the bundled small model (with
+    a warning). The run stores the model it actually used."""
     sampler: str = setting("ddim", choices=("ddim", "ddpm"))
     """``ddim`` (deterministic with ``eta`` 0; few steps suffice) or ``ddpm`` (the first notebook's)."""
     eta: float = setting(0.0, low=0, high=1)

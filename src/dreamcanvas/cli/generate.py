@@ -132,10 +132,12 @@ def generate(
         str,
         typer.Option(
             help="Diffusion generator: a registered model (dreamcanvas models list --kind diffusion) or "
-            "local:PATH.pt (a guided-diffusion state dict; flags from model_flags.json beside it, or inferred).",
+            "local:PATH.pt (a guided-diffusion state dict; flags from model_flags.json beside it, or inferred). "
+            "(default: 256x256_diffusion_uncond, or the bundled small model when that cannot be had)",
             rich_help_panel=DIFFUSION,
+            show_default=False,
         ),
-    ] = "256x256_diffusion_uncond",
+    ] = "",
     sampler: Annotated[
         str, typer.Option(help="ddim (few steps suffice) or ddpm (the first notebook's).", rich_help_panel=DIFFUSION)
     ] = "ddim",

@@ -14,6 +14,7 @@ The pieces live elsewhere, one idea each: the network in :mod:`dreamcanvas.model
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from dreamcanvas.diffusion import (
 )
 from dreamcanvas.diffusion.schedule import DiffusionSchedule
 from dreamcanvas.diffusion.secondary import secondary_gradient
-from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavailableError
 from dreamcanvas.generators.base import SamplingGenerator, keep_out_of_checkpoints
 from dreamcanvas.models.guided_unet import KNOWN_FLAGS, GuidedUNet, UNetFlags, load_unet
 from dreamcanvas.models.secondary import SecondaryModel, load_secondary
@@ -75,10 +76,35 @@ def resolve_diffusion_model(spec: str) -> tuple[Path, UNetFlags | None]:
     return Path(weights.fetch_files(spec)["checkpoint"]), KNOWN_FLAGS.get(spec)
 
 
+DEFAULT_DIFFUSION_MODEL = "256x256_diffusion_uncond"
+BUNDLED_DIFFUSION_MODEL = "bundled:diffusion"
+
+
+def default_diffusion_model() -> str:
+    """What "no --diffusion-model" means: OpenAI's 256 model if it is cached or can be downloaded now, else the
+    small bundled one, with one warning saying so. (An explicit ``--diffusion-model`` never falls back.)"""
+    try:
+        weights.fetch_files(DEFAULT_DIFFUSION_MODEL)
+        return DEFAULT_DIFFUSION_MODEL
+    except ModelUnavailableError as unavailable:
+        try:
+            resolve_diffusion_model(BUNDLED_DIFFUSION_MODEL)
+        except DreamcanvasError:
+            raise unavailable from None
+        warnings.warn(
+            f"{DEFAULT_DIFFUSION_MODEL} is not downloaded and cannot be fetched now, so the small offline model "
+            f"{BUNDLED_DIFFUSION_MODEL} draws instead; for ImageNet's variety run `dreamcanvas models download "
+            f"{DEFAULT_DIFFUSION_MODEL}` once online",
+            DreamcanvasWarning,
+            stacklevel=2,
+        )
+        return BUNDLED_DIFFUSION_MODEL
+
+
 def load_diffusion_unet(spec: str) -> GuidedUNet:
     """The UNet of ``spec`` (a registered name or ``local:PATH``), in fp32 and eval mode: ``model(x, t)``
     as guided-diffusion's ``UNetModel`` (x in [-1, 1], t the original process's timesteps)."""
-    path, flags = resolve_diffusion_model(spec)
+    path, flags = resolve_diffusion_model(spec or DEFAULT_DIFFUSION_MODEL)
     return load_unet(path, flags)
 
 
