@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -70,6 +69,7 @@ from dreamcanvas.models.guided_unet import (
 )
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
+from dreamcanvas.training.loop import train_until
 from dreamcanvas.training.vqgan import Pictures, center_crop, check_resumable, fingerprint, open_picture, save_grid
 
 STATE_NAME = "train_state.pt"
@@ -517,40 +517,23 @@ def _train(config: TrainDiffusionConfig, resume: bool, on_step: Callable[[StepIn
             ) from None
     log(f"{len(data.train)} pictures; {sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters")
     schedule = linear_schedule(TRAINED_STEPS)
-    started, first_step = time.monotonic(), run.step
 
-    def rate() -> float:
-        return (run.step - first_step) / max(time.monotonic() - started, 1e-9)
+    def step(rate: Callable[[], float]) -> tuple[dict[str, float], StepInfo]:
+        images = data.batch(run.step, config.batch_size, config.seed)
+        losses = train_step(run, images, draws(config.seed, run.step), config, schedule)
+        run.step += 1
+        run.loss.append(round(losses["loss"], 5))
+        run.mse.append(round(losses["mse"], 5))
+        return losses, StepInfo(run.step, config.steps, losses, rate())
 
-    try:
-        while run.step < config.steps:
-            if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
-                break
-            images = data.batch(run.step, config.batch_size, config.seed)
-            losses = train_step(run, images, draws(config.seed, run.step), config, schedule)
-            if not all(math.isfinite(value) for value in losses.values()):
-                raise DreamcanvasError(f"the losses became {losses} at step {run.step + 1}: training diverged "
-                                       "(try a lower --lr); the last train_state.pt is kept")  # fmt: skip
-            run.step += 1
-            run.loss.append(round(losses["loss"], 5))
-            run.mse.append(round(losses["mse"], 5))
-            if run.step % config.sample_every == 0:
-                save_samples(run, config)
-            if run.step % config.checkpoint_every == 0 and run.step < config.steps:
-                save_state(run, config, data.fingerprint)
-                export(run, config)
-            if on_step is not None:
-                on_step(StepInfo(run.step, config.steps, losses, rate()))
-    except KeyboardInterrupt:
+    def save() -> None:
         save_state(run, config, data.fingerprint)
         export(run, config)
-        log(f"interrupted at step {run.step}/{config.steps}: saved to {config.out}; continue with --resume")
-        raise
-    seconds, steps_per_s = time.monotonic() - started, rate()
-    save_state(run, config, data.fingerprint)
-    export(run, config)
-    if run.step % config.sample_every:
-        save_samples(run, config)
+
+    times = train_until(run, config.steps, step, save=save, sample=lambda: save_samples(run, config),
+                        sample_every=config.sample_every, checkpoint_every=config.checkpoint_every,
+                        max_minutes=config.max_minutes, out=config.out, on_step=on_step, log=log)  # fmt: skip
+    seconds, steps_per_s = times.seconds, times.steps_per_s
     metrics = write_metrics(config, run, data, seconds, steps_per_s)
     return TrainDiffusionResult(config.out, run.step, config.steps, run.step >= config.steps, list(run.loss),
                                 list(run.mse), steps_per_s, metrics)  # fmt: skip

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -52,6 +51,7 @@ from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
+from dreamcanvas.training.loop import train_until
 
 STATE_NAME = "train_state.pt"
 """Everything ``--resume`` needs; ``.pt``, so ``--vqgan-model local:OUT`` still sees one .yaml and one .ckpt."""
@@ -519,48 +519,35 @@ def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo],
     log(f"{len(data.train)} training pictures, {len(data.val)} held out; "
         f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters, f={run.model.factor}")  # fmt: skip
     fixed = data.views(data.train, GRID_PICTURES)
-    started, first_step = time.monotonic(), run.step
     used = (run.usage > 0).float().mean().item()
 
-    def rate() -> float:
-        return (run.step - first_step) / max(time.monotonic() - started, 1e-9)
+    def step(rate: Callable[[], float]) -> tuple[dict[str, float], StepInfo]:
+        nonlocal used
+        set_lr(run, config)
+        losses, latent = train_step(run, data.batch(run.step, config.batch_size, config.seed), config)
+        run.step += 1
+        run.l1.append(round(losses["l1"], 5))
+        restarted = 0
+        if config.restart_every and run.step % config.restart_every == 0:
+            used = (run.usage > 0).float().mean().item()
+            generator = torch.Generator().manual_seed(config.seed * 7_919 + run.step)
+            restarted = restart_dead_codes(run.model.codebook, run.usage, latent, generator)
+            run.usage.zero_()
+        elif not config.restart_every or run.step < config.restart_every:  # no full window yet: so far
+            used = (run.usage > 0).float().mean().item()
+        return losses, StepInfo(run.step, config.steps, losses, rate(), used, restarted)
 
-    try:
-        while run.step < config.steps:
-            if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
-                break
-            set_lr(run, config)
-            losses, latent = train_step(run, data.batch(run.step, config.batch_size, config.seed), config)
-            if not all(math.isfinite(value) for value in losses.values()):
-                raise DreamcanvasError(f"the losses became {losses} at step {run.step + 1}: training diverged "
-                                       "(try a lower --lr); the last train_state.pt is kept")  # fmt: skip
-            run.step += 1
-            run.l1.append(round(losses["l1"], 5))
-            restarted = 0
-            if config.restart_every and run.step % config.restart_every == 0:
-                used = (run.usage > 0).float().mean().item()
-                generator = torch.Generator().manual_seed(config.seed * 7_919 + run.step)
-                restarted = restart_dead_codes(run.model.codebook, run.usage, latent, generator)
-                run.usage.zero_()
-            elif not config.restart_every or run.step < config.restart_every:  # no full window yet: so far
-                used = (run.usage > 0).float().mean().item()
-            if run.step % config.sample_every == 0:
-                save_grid(fixed, reconstruct(run.model, fixed)[0], sample_path(config.out, run.step))
-            if run.step % config.checkpoint_every == 0 and run.step < config.steps:
-                save_state(run, config, data.fingerprint)
-                export(run, config)
-            if on_step is not None:
-                on_step(StepInfo(run.step, config.steps, losses, rate(), used, restarted))
-    except KeyboardInterrupt:
+    def save() -> None:
         save_state(run, config, data.fingerprint)
         export(run, config)
-        log(f"interrupted at step {run.step}/{config.steps}: saved to {config.out}; continue with --resume")
-        raise
-    seconds, steps_per_s = time.monotonic() - started, rate()
-    save_state(run, config, data.fingerprint)
-    export(run, config)
-    if run.step % config.sample_every:
+
+    def sample() -> None:
         save_grid(fixed, reconstruct(run.model, fixed)[0], sample_path(config.out, run.step))
+
+    times = train_until(run, config.steps, step, save=save, sample=sample, sample_every=config.sample_every,
+                        checkpoint_every=config.checkpoint_every, max_minutes=config.max_minutes, out=config.out,
+                        on_step=on_step, log=log)  # fmt: skip
+    seconds, steps_per_s = times.seconds, times.steps_per_s
     metrics = write_metrics(config, run, data, seconds, steps_per_s)
     return TrainVQGANResult(config.out, run.step, config.steps, run.step >= config.steps, list(run.l1), steps_per_s,
                             metrics)  # fmt: skip
