@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,3 +68,13 @@ def saved_options(cls: type[Options], saved: Any, session: dict[str, Any], path:
     if not isinstance(saved, dict):
         raise DreamcanvasError(f"{path} is damaged: its 'options' are not a dictionary")
     return read_record(cls, {**saved, **session}, f"the options saved in {path}")
+
+
+def restore(load: Callable[[], None], path: Path) -> None:
+    """Run ``load`` (``load_state_dict`` calls on a resumed run); a state of another model is one line."""
+    try:
+        load()
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise DreamcanvasError(
+            f"--resume: {path} does not fit this model ({' '.join(str(error).split())[:200]})"
+        ) from None

@@ -40,7 +40,7 @@ from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.records import check_record, setting
-from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
+from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -476,13 +476,11 @@ def _train(options: TrainOptions, resume: bool, on_step: Callable[[StepInfo], No
         state = load_state(options.out)
         if state["data_fingerprint"] != fingerprint:
             raise DreamcanvasError(f"--resume: the data under {options.data_dir} changed since the run started")
-        try:
+        def load() -> None:
             network.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            raise DreamcanvasError(
-                f"--resume: {options.out / STATE_NAME} does not fit this model ({' '.join(str(error).split())[:200]})"
-            ) from None
+
+        restore(load, options.out / STATE_NAME)
         step, losses = state["step"], [float(loss) for loss in state["losses"]]
     total = data.steps_per_epoch(options.batch_size) * options.epochs
     stop_at = min(total, options.max_steps) if options.max_steps else total

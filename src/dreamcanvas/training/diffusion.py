@@ -68,7 +68,7 @@ from dreamcanvas.models.guided_unet import (
     build_unet,
 )
 from dreamcanvas.records import check_record, setting
-from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
+from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
 from dreamcanvas.training.loop import train_until
 from dreamcanvas.training.vqgan import Pictures, center_crop, check_resumable, fingerprint, open_picture, save_grid
 
@@ -509,12 +509,7 @@ def _train(config: TrainDiffusionConfig, resume: bool, on_step: Callable[[StepIn
     if resume:
         state = load_state(config.out)
         check_resumable(config, state, data)
-        try:
-            run.load_state_dict(state["run"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            raise DreamcanvasError(
-                f"--resume: {config.out / STATE_NAME} does not fit this model ({' '.join(str(error).split())[:200]})"
-            ) from None
+        restore(lambda: run.load_state_dict(state["run"]), config.out / STATE_NAME)
     log(f"{len(data.train)} pictures; {sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters")
     schedule = linear_schedule(TRAINED_STEPS)
 

@@ -50,7 +50,7 @@ from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
 from dreamcanvas.records import check_record, setting
-from dreamcanvas.training import load_training_state, output_folder, saved_options, torch_threads
+from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
 from dreamcanvas.training.loop import train_until
 
 STATE_NAME = "train_state.pt"
@@ -510,12 +510,7 @@ def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo],
     if resume:
         state = load_state(config.out)
         check_resumable(config, state, data)
-        try:
-            run.load_state_dict(state["run"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            raise DreamcanvasError(
-                f"--resume: {config.out / STATE_NAME} does not fit this model ({' '.join(str(error).split())[:200]})"
-            ) from None
+        restore(lambda: run.load_state_dict(state["run"]), config.out / STATE_NAME)
     log(f"{len(data.train)} training pictures, {len(data.val)} held out; "
         f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters, f={run.model.factor}")  # fmt: skip
     fixed = data.views(data.train, GRID_PICTURES)
