@@ -16,6 +16,7 @@ from dreamcanvas.memory.estimates import (
     check_fits,
     estimate_generate,
     estimate_train_clip,
+    estimate_train_diffusion,
     estimate_train_vqgan,
 )
 from dreamcanvas.memory.shapes import (
@@ -39,6 +40,7 @@ __all__ = [
     "diffusion_shape",
     "estimate_generate",
     "estimate_train_clip",
+    "estimate_train_diffusion",
     "estimate_train_vqgan",
     "total_memory",
     "vqgan_parameters",

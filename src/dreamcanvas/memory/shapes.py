@@ -418,3 +418,30 @@ def diffusion_shape(spec: str) -> tuple[int, int, int]:
         return parameters, channels, size or parameters * FLOAT32
     parameters, channels = KNOWN_DIFFUSION_MODELS.get(spec, (parameters, channels))
     return parameters, channels, parameters * FLOAT32
+
+
+def unet_features_per_pixel(flags: Any) -> float:
+    """Channels of every residual block's input and output and every attention layer of a guided-diffusion UNet
+    (:class:`~dreamcanvas.models.guided_unet.UNetFlags`), per pixel of the picture (a level ``l`` down has ``4**l``
+    times fewer pixels): what the backward pass of a training step keeps scales with it."""
+    widths, rates = flags.level_widths(), flags.attention_rates()
+    total, channels = float(widths[0]), widths[0]
+    for level, width in enumerate(widths):  # the input path
+        for _ in range(flags.num_res_blocks):
+            total += (channels + width + (3 * width if 2**level in rates else 0)) / 4**level
+            channels = width
+    total += 2 * (2 * channels) / 4 ** (len(widths) - 1) + 4 * channels / 4 ** (len(widths) - 1)  # the middle
+    for level in reversed(range(len(widths))):  # the output path, with skips
+        for _ in range(flags.num_res_blocks + 1):
+            total += (2 * widths[level] + widths[level] + (3 * widths[level] if 2**level in rates else 0)) / 4**level
+    return total
+
+
+def unet_parameters(flags: Any) -> int:
+    """Parameters of the guided-diffusion UNet ``flags`` describes, counted on the meta device (no memory)."""
+    import torch
+
+    from dreamcanvas.models.guided_unet import build_unet
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_unet(flags).parameters())

@@ -58,7 +58,6 @@ from dreamcanvas.diffusion.schedule import TRAINED_STEPS, DiffusionSchedule
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.generators.diffusion import sampling_schedule
-from dreamcanvas.memory.estimates import FLOAT32, RUNTIME_BYTES, TRAIN_BYTES_PER_PARAMETER
 from dreamcanvas.models.guided_unet import (
     CHANNEL_MULT_BY_IMAGE_SIZE,
     FLAGS_FILE,
@@ -437,52 +436,6 @@ def write_metrics(config: TrainDiffusionConfig, run: Run, data: Pictures, second
     return metrics
 
 
-# --------------------------------------------------------------------------------------------- memory
-TRAIN_UNET_BYTES_PER_FEATURE = {"fp32": 24.0, "bf16": 20.0}
-"""Per element of one picture's feature maps (:func:`features_per_pixel`) during a training step: what autograd
-keeps (norms, activations, convolution outputs, attention) plus the gradients alive in the backward pass.
-Measured from the peak RSS of whole runs (``train_diffusion``, 3 steps, a sample grid and metrics; torch 2.14,
-2 threads, x86-64 with AMX) as the slope between batch sizes: 18.1 (fp32) and 15.4 (bf16) at the default
-64 px config (batch 8 -> 32: 2.51 -> 5.52 GB fp32, 2.43 -> 4.98 GB bf16), 18.9 and 14.8 at 32 px, width 32,
-1,2,2, batch 64; rounded up by about a third. The estimate's other parts (runtime, weights) give the measured
-intercept within 5 %."""
-
-
-def features_per_pixel(flags: UNetFlags) -> float:
-    """Channels of every residual block's input and output and every attention layer, per pixel of the
-    picture (a level ``l`` down has ``4**l`` times fewer pixels): what the backward pass keeps scales with it."""
-    widths, rates = flags.level_widths(), flags.attention_rates()
-    total, channels = float(widths[0]), widths[0]
-    for level, width in enumerate(widths):  # the input path
-        for _ in range(flags.num_res_blocks):
-            total += (channels + width + (3 * width if 2**level in rates else 0)) / 4**level
-            channels = width
-    total += 2 * (2 * channels) / 4 ** (len(widths) - 1) + 4 * channels / 4 ** (len(widths) - 1)  # the middle
-    for level in reversed(range(len(widths))):  # the output path, with skips
-        for _ in range(flags.num_res_blocks + 1):
-            total += (2 * widths[level] + widths[level] + (3 * widths[level] if 2**level in rates else 0)) / 4**level
-    return total
-
-
-def estimate_train_diffusion(config: TrainDiffusionConfig, pictures: int) -> memory.MemoryEstimate:
-    """Peak memory of ``dreamcanvas train diffusion`` on ``pictures`` pictures."""
-    flags = config.flags()
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in build_unet(flags).parameters())
-    per_picture = config.size**2 * features_per_pixel(flags) * TRAIN_UNET_BYTES_PER_FEATURE[config.precision]
-    parts = {
-        "runtime": RUNTIME_BYTES,
-        "pictures": pictures * 3 * config.size**2,
-        "model, EMA and optimiser": parameters * (TRAIN_BYTES_PER_PARAMETER + FLOAT32),
-        "activations": config.batch_size * per_picture,
-    }
-    rounded = {name: math.ceil(size) for name, size in parts.items()}
-    summary = (f"{pictures} picture{'' if pictures == 1 else 's'} at {config.size} px, batch {config.batch_size}, "
-               f"{parameters / 1e6:.1f} M parameters")  # fmt: skip
-    return memory.MemoryEstimate(sum(rounded.values()), rounded, summary,
-                                 "use a smaller --size, --batch-size or --num-channels")  # fmt: skip
-
-
 # --------------------------------------------------------------------------------------------- the loop
 def train_diffusion(config: TrainDiffusionConfig, resume: bool = False,
                     on_step: Callable[[StepInfo], None] | None = None,
@@ -502,7 +455,7 @@ def train_diffusion(config: TrainDiffusionConfig, resume: bool = False,
 def _train(config: TrainDiffusionConfig, resume: bool, on_step: Callable[[StepInfo], None] | None,
            log: Callable[[str], None], force: bool) -> TrainDiffusionResult:  # fmt: skip
     pictures = sum(1 for _ in iter_images(config.data_dir)) if config.data_dir.is_dir() else 0
-    memory.check_fits(estimate_train_diffusion(config, pictures), force=force)
+    memory.check_fits(memory.estimate_train_diffusion(config, pictures), force=force)
     log(f"reading the pictures under {config.data_dir}")
     data = load_pictures(config.data_dir, config.size)
     run = Run.create(config)
