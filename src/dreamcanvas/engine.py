@@ -407,8 +407,7 @@ def resume(
     settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
     if iterations is not None:
         settings = settings.replace(iterations=iterations)
-    check_settings(settings)
-    memory.check_fits(memory.estimate_generate(settings), force=force)
+    settings = preflight(settings, force=force)
     job = build_job(settings, perceptors)
     state = _load_checkpoint(job, run_dir)
     if settings.iterations > 0 and state.step > settings.iterations:

@@ -12,6 +12,7 @@ Every failure is a :class:`~dreamcanvas.errors.DreamcanvasError` with a one-line
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -189,6 +190,17 @@ def _runtime_type(hint: Any) -> type | tuple[type, ...]:
 
 
 # --------------------------------------------------------------------------------------------- public API
+def parse_stored_json(text: str) -> Any:
+    """``json.loads`` that refuses ``NaN`` and ``Infinity``: they are not JSON, and dreamcanvas never writes them
+    (stored settings holding them were made elsewhere). Raises ``ValueError`` (``JSONDecodeError`` is one)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+
 def check_record(record: Any, where: str = "") -> None:
     """Check every field's type and limits, then the record's own ``cross_check()``; one line on failure.
 

@@ -152,7 +152,9 @@ class GenerateSettings:
                 raise DreamcanvasError("--generator diffusion samples a fixed number of steps: give --iterations N")
             if self.zoom:
                 raise DreamcanvasError("--zoom moves a picture between steps; --generator diffusion cannot (yet)")
-        if self.guidance_model not in ("unet", "secondary") and not self.guidance_model.startswith("local:"):
+        from dreamcanvas.weights import LOCAL_PREFIX  # not at import: `import dreamcanvas` stays light
+
+        if self.guidance_model not in ("unet", "secondary") and not self.guidance_model.startswith(LOCAL_PREFIX):
             raise DreamcanvasError(
                 f"--guidance-model must be unet, secondary or local:PATH.pth, got {self.guidance_model!r}"
             )

@@ -25,8 +25,6 @@ OUTPUT = "Output"
 MOTION = "Zoom video and story"
 DIFFUSION = "Diffusion (--generator diffusion)"
 
-FORCE_HELP = "Run even when the memory estimate says the run will not fit in the memory available."
-
 # CLI option -> settings field, for options whose names differ or that need converting.
 _RENAMED = {
     "prompt_option": "prompts",

@@ -60,7 +60,7 @@ def download_model(
     paths = weights.download(name)
     for path in paths:
         print(path)
-    if name.strip().startswith((weights.BUNDLED_PREFIX, weights.LOCAL_DIR_PREFIX, "local:")):
+    if name.strip().startswith((weights.BUNDLED_PREFIX, weights.LOCAL_DIR_PREFIX, weights.LOCAL_PREFIX)):
         what = "bundled with dreamcanvas" if name.strip().startswith(weights.BUNDLED_PREFIX) else "a local folder"
         Console(stderr=True).print(f"{name}: {what}, nothing to download; {len(paths)} file(s) verified",
                                    highlight=False)  # fmt: skip

@@ -110,7 +110,7 @@ def train_clip_command(
     quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Train a small open_clip CLIP from scratch (or fine-tune one); the result loads with --clip local-dir:OUT."""
-    from dreamcanvas.training.clip import TrainOptions, resumed_options, train_clip
+    from dreamcanvas.training.clip import STATE_NAME, TrainOptions, resumed_options, train_clip
 
     options = TrainOptions(
         data_dir=data_dir, out=out, config=config, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -121,8 +121,6 @@ def train_clip_command(
     if resume:
         explicit = typed_flags(ctx)
         options = resumed_options(options, explicit)
-    from dreamcanvas.training.clip import STATE_NAME
-
     log = (lambda message: None) if quiet else say
     progress = _TrainClipProgress("train clip")
     state_path = options.out / STATE_NAME
@@ -140,4 +138,3 @@ class _TrainClipProgress(StepProgress):
 
     def __call__(self, info: StepInfo) -> None:
         self.update(info.step, info.total, f"loss {info.loss:.3f}  {info.samples_per_s:.0f} samples/s")
-

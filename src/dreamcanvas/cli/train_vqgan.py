@@ -139,7 +139,7 @@ def train_vqgan_command(
     quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Train a VQGAN on your pictures; the result works with --generator vqgan --vqgan-model local:OUT."""
-    from dreamcanvas.training.vqgan import TrainVQGANConfig, parse_ch_mult, resumed_config, train_vqgan
+    from dreamcanvas.training.vqgan import STATE_NAME, TrainVQGANConfig, parse_ch_mult, resumed_config, train_vqgan
 
     config = TrainVQGANConfig(
         data_dir=data_dir, out=out, size=size, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
@@ -152,8 +152,6 @@ def train_vqgan_command(
     if resume:
         explicit = typed_flags(ctx)
         config = resumed_config(config, explicit)
-    from dreamcanvas.training.vqgan import STATE_NAME
-
     log = (lambda message: None) if quiet else say
     progress = _TrainVQGANProgress("train vqgan")
     state_path = config.out / STATE_NAME
@@ -173,4 +171,3 @@ class _TrainVQGANProgress(StepProgress):
     def __call__(self, info: StepInfo) -> None:
         losses = " ".join(f"{name} {value:.3f}" for name, value in info.losses.items())
         self.update(info.step, info.total, f"{losses} codes {info.codes_used:.0%}")
-

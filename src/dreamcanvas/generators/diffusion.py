@@ -44,7 +44,7 @@ from dreamcanvas.models.secondary import SecondaryModel, load_secondary
 from dreamcanvas.perceptor.guide import resolve_precision
 from dreamcanvas.settings import GenerateSettings
 
-LOCAL_PREFIX = "local:"
+LOCAL_PREFIX = weights.LOCAL_PREFIX
 TRAINED_STEPS = 1000
 """All of OpenAI's ImageNet models were trained on the 1000-step linear schedule."""
 
@@ -195,17 +195,15 @@ class DiffusionGenerator(SamplingGenerator):
             return (s.clip_guidance_scale * clip_loss + s.tv_scale * tv_loss(x_in).sum()
                     + s.range_scale * range_loss(pred_xstart).sum())  # fmt: skip
 
-        if (s.clip_guidance_scale or s.tv_scale or s.range_scale) and self.secondary is not None:
-            unet_out = denoise(self.schedule, self.model, self.x, t)  # forward only: no UNet gradient
-            guided = secondary_gradient(self.schedule, guidance, self.x, t, unet_out, self.secondary)
-            model_out, grad = guided.model_out, guided.grad
-        elif s.clip_guidance_scale or s.tv_scale or s.range_scale:
-            guided = guided_gradient(self.schedule, guidance, self.x, t, self.model)
-            model_out, grad = guided.model_out, guided.grad
-        else:  # unguided: the model alone (tests, and an honest baseline)
+        if not (s.clip_guidance_scale or s.tv_scale or s.range_scale):  # unguided: the model alone (a baseline)
             model_out, grad = denoise(self.schedule, self.model, self.x, t), None
             with torch.no_grad():
                 seen.append(loss(self.forward()))
+        elif self.secondary is not None:  # the UNet forward only; the small network is differentiated
+            unet_out = denoise(self.schedule, self.model, self.x, t)
+            model_out, grad, _ = secondary_gradient(self.schedule, guidance, self.x, t, unet_out, self.secondary)
+        else:
+            model_out, grad, _ = guided_gradient(self.schedule, guidance, self.x, t, self.model)
         noise = torch.randn_like(self.x)  # drawn every step, used or not: the RNG advances the same way always
         if s.sampler == "ddim":
             out = ddim_step(self.schedule, model_out, self.x, t, eta=s.eta, grad=grad, clip_denoised=False, noise=noise)

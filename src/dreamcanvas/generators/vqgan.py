@@ -21,7 +21,7 @@ from dreamcanvas.models.vqgan import VQGAN, load_vqgan, lookup, quantize
 from dreamcanvas.perceptor.guide import resolve_precision
 from dreamcanvas.settings import GenerateSettings
 
-LOCAL_PREFIX = "local:"
+LOCAL_PREFIX = weights.LOCAL_PREFIX
 INIT_NOISE = ("none", "pixels", "gradient")
 
 

@@ -46,7 +46,7 @@ F16_16384 = {"z_channels": 256, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_
 """vqgan_imagenet_f16_16384's network (16384 codes of 256): assumed for a VQGAN whose yaml is not on disk (not
 downloaded yet). The other registered models are of the same family; the f8 one decodes as much per pixel."""
 F16_16384_CODES = (16384, 256)
-VQGAN_LOCAL_PREFIX = "local:"
+VQGAN_LOCAL_PREFIX = weights.LOCAL_PREFIX
 """As ``dreamcanvas.generators.vqgan.LOCAL_PREFIX``, which cannot be imported without torch."""
 
 
@@ -405,8 +405,8 @@ def diffusion_shape(spec: str) -> tuple[int, int, int]:
     """
     parameters, channels = KNOWN_DIFFUSION_MODELS["256x256_diffusion_uncond"]
     spec = str(spec)
-    if spec.startswith("local:"):
-        path = Path(spec[len("local:") :]).expanduser()
+    if spec.startswith(weights.LOCAL_PREFIX):
+        path = Path(spec[len(weights.LOCAL_PREFIX) :]).expanduser()
         size = _file_size(path)
         if size:
             parameters = size // FLOAT32

@@ -17,6 +17,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files.atomic import write_atomically
 from dreamcanvas.files.pictures import load_tensor, picture_size
+from dreamcanvas.records import parse_stored_json
 
 METADATA_KEY = "dreamcanvas"
 
@@ -63,17 +64,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if len(text) > MAX_METADATA_BYTES:
         raise DreamcanvasError(f"the dreamcanvas settings in {path} are too large to be ours")
     try:
-        metadata = json.loads(text, parse_constant=_refuse_constant)
+        metadata = parse_stored_json(text)
     except (json.JSONDecodeError, ValueError):
         raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged (not valid JSON)") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("settings"), dict):
         raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged (no 'settings' object)")
     return metadata
 
-
-def _refuse_constant(name: str) -> Any:
-    """``NaN`` / ``Infinity`` are not JSON: stored settings holding them were not written by dreamcanvas."""
-    raise ValueError(f"{name} is not JSON")
 
 
 def check_image(path: str | Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
+from dreamcanvas.records import parse_stored_json
 
 FINAL_NAME = "final.png"
 FRAMES_DIR = "frames"
@@ -100,7 +101,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_RUN_JSON_BYTES:
         raise DreamcanvasError(f"{path} is damaged (larger than any run.json dreamcanvas writes)")
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_json)
+        stored = parse_stored_json(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
         raise DreamcanvasError(f"{path} is damaged (not valid JSON: {' '.join(str(error).split())[:120]})") from None
     if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
@@ -110,6 +111,3 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         raise DreamcanvasError(f"{path} is damaged: 'step' should be a whole number >= 0, not {step!r}")
     return stored
 
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

@@ -44,6 +44,7 @@ from dreamcanvas.weights.models import cache_state, download, fetch_files, is_ca
 from dreamcanvas.weights.registry import BUNDLED_GUIDE as BUNDLED_GUIDE
 from dreamcanvas.weights.registry import BUNDLED_JUDGE as BUNDLED_JUDGE
 from dreamcanvas.weights.registry import BUNDLED_PREFIX as BUNDLED_PREFIX
+from dreamcanvas.weights.registry import LOCAL_PREFIX as LOCAL_PREFIX
 from dreamcanvas.weights.registry import SOURCE_DIRS as SOURCE_DIRS
 from dreamcanvas.weights.registry import FileSource, Source, find_source, list_sources
 from dreamcanvas.weights.registry import bundled_models as bundled_models

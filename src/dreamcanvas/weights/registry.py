@@ -28,6 +28,8 @@ from dreamcanvas.weights.verify import SHA256_NAME
 
 BUNDLED_PREFIX = "bundled:"
 """Small CLIP models shipped inside the package (``bundled:guide``, ``bundled:judge``): nothing to download."""
+LOCAL_PREFIX = "local:"
+"""A generator model's own files on disk: ``local:PATH`` (a VQGAN's yaml + ckpt, a diffusion ``.pt``)."""
 BUNDLED_GUIDE = "bundled:guide"
 BUNDLED_JUDGE = "bundled:judge"
 
