@@ -293,3 +293,10 @@ def test_missing_debian_packages_give_one_clear_error(tmp_path: Path, capsys) ->
     code, _, err = run_cli(["data", "clipart", tmp_path / "c", "--openclipart-root", tmp_path / "nope"], capsys)
     assert code == 2
     assert err.count("\n") == 1 and APT_COMMAND in err
+
+
+def test_an_emoji_font_that_is_no_font_is_one_line_before_anything_is_built(tmp_path: Path) -> None:
+    (tmp_path / "clipart").mkdir()
+    (tmp_path / "notes.txt").write_text("not a font")
+    with pytest.raises(DreamcanvasError, match=r"--emoji-font .*notes.txt: not a font Pillow can read"):
+        clipart.check_sources(tmp_path / "clipart", tmp_path / "notes.txt")

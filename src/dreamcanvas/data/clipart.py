@@ -168,6 +168,11 @@ def check_sources(openclipart_root: Path, emoji_font: Path | None) -> None:
         missing.append(str(emoji_font))
     if missing:
         raise DreamcanvasError(f"clip-art sources not found ({', '.join(missing)}); install them with: {APT_COMMAND}")
+    if emoji_font is not None:
+        try:  # before anything is written: a file that is no font fails here, not halfway through the corpus
+            ImageFont.truetype(str(emoji_font), EMOJI_PIXELS)
+        except OSError as error:
+            raise DreamcanvasError(f"--emoji-font {emoji_font}: not a font Pillow can read ({error})") from None
 
 
 def select_clipart(root: Path, seed: int) -> tuple[list[Path], dict[str, int]]:
