@@ -3,6 +3,9 @@
 Every fetched file passes :func:`~dreamcanvas.weights.verify.verify_weights` before it is returned. A file
 that is neither cached nor downloadable now raises :class:`~dreamcanvas.errors.ModelUnavailableError`,
 saying why (downloads off, ``HF_HUB_OFFLINE``, no network, a failed download) and what to run.
+
+Whole-repo sources (``snapshot`` in the registry: a diffusers pipeline folder) come through
+:func:`fetch_snapshot`, the same cache and the same checks for every weights file in the folder.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dreamcanvas.errors import CorruptWeightsError, ModelUnavailableError
+from dreamcanvas.errors import CorruptWeightsError, DreamcanvasError, ModelUnavailableError
 from dreamcanvas.weights.cache import download_timeout, hf_hub_cache_dir, hf_repo_cache_dir, is_offline, url_cache_path
-from dreamcanvas.weights.registry import FileSource, Source
+from dreamcanvas.weights.registry import FileSource, Source, find_source
 from dreamcanvas.weights.verify import one_line, remember_digest, verify_weights
 
 _HASH_CHUNK = 1 << 20
+WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+"""Files of a snapshot that hold weights, and so are verified before use."""
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -59,6 +64,11 @@ def _download_blocker(allow_download: bool, url: str | None = None) -> str | Non
     if is_offline():
         return "HF_HUB_OFFLINE is set"
     return _unreachable(url or hub_endpoint())
+
+
+def download_blocker() -> str | None:
+    """Why nothing can be fetched from the Hub now (``HF_HUB_OFFLINE``, no network), or None when it can."""
+    return _download_blocker(allow_download=True)
 
 
 def hub_endpoint() -> str:
@@ -202,19 +212,29 @@ def fetch_hf_file(
     )
 
 
+def _missing(folder: Path, required: list[str]) -> list[str]:
+    return [name for name in required if not (folder / name).is_file()]
+
+
 def fetch_hf_snapshot(
     repo_id: str,
     *,
     revision: str | None,
     patterns: Iterable[str],
-    required: str,
+    required: str | Iterable[str],
     allow_download: bool,
     model_name: str,
 ) -> Path:
-    """Small files of a repo (configs, tokenizers) matching ``patterns``, as one snapshot folder."""
+    """The files of a repo matching ``patterns``, as one snapshot folder that holds every ``required`` file.
+
+    Only complete files are ever linked into a snapshot folder by huggingface_hub (it downloads to
+    ``*.incomplete`` first); recent versions also refuse a cached snapshot that their recorded file list
+    shows is partial. ``required`` catches the rest.
+    """
     from huggingface_hub import snapshot_download
 
     patterns = list(patterns)
+    required = [required] if isinstance(required, str) else list(required)
     not_cached, _ = _hub_errors()
     try:
         folder = Path(
@@ -226,7 +246,7 @@ def fetch_hf_snapshot(
                 local_files_only=True,
             )
         )
-        if (folder / required).is_file():
+        if not _missing(folder, required):
             return folder
     except not_cached:
         pass
@@ -248,10 +268,124 @@ def fetch_hf_snapshot(
         except _network_errors() as error:
             reason = f"download failed: {_describe(error)}"
         else:
-            if (folder / required).is_file():
+            missing = _missing(folder, required)
+            if not missing:
                 return folder
-            reason = f"{repo_id} has no {required}"
+            reason = f"{repo_id} has no {', '.join(missing)}"
     raise _unavailable(model_name, hf_repo_cache_dir(repo_id), reason)
+
+
+def _exact_names(patterns: Iterable[str]) -> list[str]:
+    """The patterns that name one file (no wildcard): a snapshot without any of them is incomplete."""
+    return [pattern for pattern in patterns if not any(mark in pattern for mark in "*?[")]
+
+
+def snapshot_weights(folder: Path) -> list[Path]:
+    """Every weights file in a snapshot folder (``unet/diffusion_pytorch_model.fp16.safetensors``, ...)."""
+    return sorted(path for path in folder.rglob("*") if path.name.endswith(WEIGHTS_SUFFIXES))
+
+
+def _verify_snapshot(source: Source, folder: Path, *, allow_download: bool, repair: bool) -> None:
+    """Check every weights file of a snapshot; ``repair`` fetches a corrupt one again, alone."""
+    assert source.snapshot is not None
+    for path in snapshot_weights(folder):
+        try:
+            verify_weights(path, None, source.name)
+        except CorruptWeightsError:
+            if not repair:
+                raise
+            fetch_hf(
+                source.snapshot.repo_id,
+                [path.relative_to(folder).as_posix()],
+                revision=folder.name,
+                sha256=None,
+                allow_download=allow_download,
+                model_name=source.name,
+                repair=True,
+            )
+
+
+def fetch_source_snapshot(source: Source, *, allow_download: bool, repair: bool = False) -> Path:
+    """The snapshot folder of a registered ``snapshot`` source, from the HF cache or downloaded into it.
+
+    huggingface_hub stores each LFS file (all weights) under the sha256 the Hub publishes for it; every weights
+    file is hashed against that name here before the folder is returned (once: the digest is remembered), so a
+    damaged download is caught as for single files. The registry gives no checksums of its own for snapshots.
+    """
+    snapshot = source.snapshot
+    if snapshot is None:
+        raise DreamcanvasError(f"model {source.name} is not a Hugging Face repo snapshot (a diffusers folder)")
+    folder = fetch_hf_snapshot(
+        snapshot.repo_id,
+        revision=snapshot.revision,
+        patterns=snapshot.allow_patterns,
+        required=_exact_names(snapshot.allow_patterns),
+        allow_download=allow_download,
+        model_name=source.name,
+    )
+    _verify_snapshot(source, folder, allow_download=allow_download, repair=repair)
+    return folder
+
+
+def _diffusers_download(repo_id: str, *, local_files_only: bool) -> Path:
+    """diffusers' own choice of a pipeline repo's files: fp16 weights where the repo has them, safetensors only,
+    no safety checker; the same HF cache."""
+    from diffusers import DiffusionPipeline
+
+    def download(variant: str | None) -> Path:
+        folder = DiffusionPipeline.download(
+            repo_id,
+            cache_dir=hf_hub_cache_dir(),
+            local_files_only=local_files_only,
+            variant=variant,
+            use_safetensors=True,
+            safety_checker=None,
+        )
+        return Path(folder)
+
+    try:
+        return download("fp16")
+    except ValueError as error:  # "no such modeling files are available" for a repo without fp16 files
+        if "variant=fp16" not in str(error):
+            raise
+        return download(None)
+
+
+def fetch_diffusers_repo(repo_id: str, *, model_name: str, allow_download: bool = True) -> Path:
+    """Any diffusers pipeline repo (``hf-hub:ORG/REPO``) as a folder in the HF cache, weights verified."""
+    not_cached, _ = _hub_errors()
+    folder: Path | None = None
+    try:
+        folder = _diffusers_download(repo_id, local_files_only=True)
+    except not_cached:
+        reason = _download_blocker(allow_download)
+        if reason is None:
+            try:
+                folder = _diffusers_download(repo_id, local_files_only=False)
+            except _network_errors() as error:
+                reason = f"download failed: {_describe(error)}"
+    if folder is None:
+        raise ModelUnavailableError(
+            one_line(
+                f"weights of {model_name} are not downloaded and cannot be fetched now ({reason}): run it once "
+                f"with network access and HF_HUB_OFFLINE unset; the files go to {hf_repo_cache_dir(repo_id)}"
+            )
+        )
+    for path in snapshot_weights(folder):
+        verify_weights(path, None, model_name)
+    return folder
+
+
+def fetch_snapshot(name: str, *, allow_download: bool = True) -> Path:
+    """The local folder of registered model ``name`` (a whole repo: a diffusers pipeline, TAESD, a LoRA).
+
+    Offline (``HF_HUB_OFFLINE``) only the cache is read; a model that is not there raises one
+    :class:`~dreamcanvas.errors.ModelUnavailableError` line saying what to run.
+    """
+    source = find_source(name)
+    if source is None:
+        raise DreamcanvasError(f"unknown model {name!r}: not in `dreamcanvas models list`")
+    return fetch_source_snapshot(source, allow_download=allow_download)
 
 
 @contextmanager
@@ -333,7 +467,21 @@ def _fetch_url(name: str, file: FileSource, *, allow_download: bool, repair: boo
 
 
 def fetch_source_files(source: Source, *, allow_download: bool, repair: bool = False) -> dict[str, Path]:
-    """``{role: local path}`` of every file of a registered source, each from Hugging Face or its url."""
+    """``{role: local path}`` of every file of a registered source, each from Hugging Face or its url.
+
+    A snapshot source gives each of its files by its path in the repo (``{"unet/config.json": path, ...}``);
+    one with a ``base`` (a LoRA) also gives its base model's files, as ``"BASE:unet/config.json"``: it cannot
+    be loaded without them.
+    """
+    if source.snapshot is not None:
+        folder = fetch_source_snapshot(source, allow_download=allow_download, repair=repair)
+        files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (len(p.parts), str(p)))
+        paths = {path.relative_to(folder).as_posix(): path for path in files}
+        base = find_source(source.base) if source.base else None
+        if base is not None:
+            base_files = fetch_source_files(base, allow_download=allow_download, repair=repair)
+            paths.update({f"{base.name}:{role}": path for role, path in base_files.items()})
+        return paths
     paths: dict[str, Path] = {}
     for file in source.files:
         if file.repo_id:

@@ -5,7 +5,9 @@ Sources (``src/dreamcanvas/sources/*.json``, one file per family, all loaded)
     ``description``, an approximate download ``size_mb``, optionally ``license``, and either
     ``open_clip: "ARCH:TAG"`` (CLIP models: files come from open_clip) or ``files: {role: file}``, where a
     file is ``{"repo_id", "filename", "revision"?, "sha256"?}`` (Hugging Face) or ``{"url", "filename"?,
-    "sha256"?}`` (anything else). ``dreamcanvas models list`` shows them all.
+    "sha256"?}`` (anything else), or ``snapshot: {"repo_id", "revision"?, "allow_patterns"}``: the files of a
+    Hugging Face repo that match the patterns, as one folder (a diffusers pipeline is a folder of folders).
+    ``base`` names the registered model a LoRA is applied to. ``dreamcanvas models list`` shows them all.
 
 Bundled models (``src/dreamcanvas/bundled/NAME``)
     Small models shipped inside the package, named ``bundled:NAME``: nothing to download.
@@ -62,6 +64,15 @@ class FileSource:
 
 
 @dataclass(frozen=True)
+class SnapshotSource:
+    """Part of a Hugging Face repo, kept as one folder: the files matching ``allow_patterns`` (fnmatch)."""
+
+    repo_id: str
+    allow_patterns: tuple[str, ...]
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
 class Source:
     """One named model of ``sources/*.json``."""
 
@@ -71,13 +82,17 @@ class Source:
     size_mb: float | None = None
     open_clip: str | None = None
     files: tuple[FileSource, ...] = ()
+    snapshot: SnapshotSource | None = None
+    base: str | None = None
+    """The registered model this one is applied to (a LoRA's base model)."""
     license: str | None = None
     origin: str = ""
     """The JSON file it came from, for error messages."""
 
 
-_ENTRY_KEYS = {"kind", "description", "size_mb", "open_clip", "files", "license"}
+_ENTRY_KEYS = {"kind", "description", "size_mb", "open_clip", "files", "snapshot", "base", "license"}
 _FILE_KEYS = {"repo_id", "filename", "revision", "url", "sha256"}
+_SNAPSHOT_KEYS = {"repo_id", "revision", "allow_patterns"}
 
 
 def _parse_file(origin: str, name: str, role: str, spec: Any) -> FileSource:
@@ -100,6 +115,22 @@ def _parse_file(origin: str, name: str, role: str, spec: Any) -> FileSource:
     return FileSource(role, filename, spec.get("repo_id"), spec.get("revision"), spec.get("url"), sha256)
 
 
+def _parse_snapshot(origin: str, name: str, spec: Any) -> SnapshotSource:
+    where = f"{origin}: {name}.snapshot"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be an object")
+    unknown = set(spec) - _SNAPSHOT_KEYS
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_SNAPSHOT_KEYS)}")
+    repo_id = spec.get("repo_id")
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ValueError(f"{where} needs a 'repo_id' of the form ORG/REPO")
+    patterns = spec.get("allow_patterns")
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(f"{where} needs 'allow_patterns': a non-empty list of file patterns (not the whole repo)")
+    return SnapshotSource(repo_id, tuple(patterns), spec.get("revision"))
+
+
 def _parse_entry(origin: str, name: str, entry: Any) -> Source:
     if not isinstance(entry, dict):
         raise ValueError(f"{origin}: {name} must be an object")
@@ -108,13 +139,16 @@ def _parse_entry(origin: str, name: str, entry: Any) -> Source:
         raise ValueError(f"{origin}: {name} has unknown keys {sorted(unknown)}; allowed: {sorted(_ENTRY_KEYS)}")
     if not entry.get("kind") or not entry.get("description"):
         raise ValueError(f"{origin}: {name} needs 'kind' and 'description'")
-    if bool(entry.get("open_clip")) == bool(entry.get("files")):
-        raise ValueError(f"{origin}: {name} needs exactly one of 'open_clip' (CLIP models) or 'files'")
+    if sum(bool(entry.get(key)) for key in ("open_clip", "files", "snapshot")) != 1:
+        raise ValueError(f"{origin}: {name} needs exactly one of 'open_clip' (CLIP models), 'files' or 'snapshot'")
     if bool(entry.get("open_clip")) != (entry["kind"] == "clip"):
-        raise ValueError(f"{origin}: {name}: kind 'clip' goes with 'open_clip', other kinds with 'files'")
+        raise ValueError(f"{origin}: {name}: kind 'clip' goes with 'open_clip', other kinds with 'files' or 'snapshot'")
+    if entry.get("base") is not None and not isinstance(entry["base"], str):
+        raise ValueError(f"{origin}: {name}: 'base' must be the name of another model")
     if entry.get("size_mb") is not None and not isinstance(entry["size_mb"], int | float):
         raise ValueError(f"{origin}: {name}: 'size_mb' must be a number or null")
     files = tuple(_parse_file(origin, name, role, spec) for role, spec in (entry.get("files") or {}).items())
+    snapshot = _parse_snapshot(origin, name, entry["snapshot"]) if entry.get("snapshot") else None
     return Source(
         name=name,
         kind=entry["kind"],
@@ -122,6 +156,8 @@ def _parse_entry(origin: str, name: str, entry: Any) -> Source:
         size_mb=entry.get("size_mb"),
         open_clip=entry.get("open_clip"),
         files=files,
+        snapshot=snapshot,
+        base=entry.get("base"),
         license=entry.get("license"),
         origin=origin,
     )
@@ -151,6 +187,9 @@ def list_sources() -> list[Source]:
             if name in sources:
                 raise ValueError(f"{file.name}: {name} is already defined in {sources[name].origin}")
             sources[name] = _parse_entry(file.name, name, entry)
+    for source in sources.values():
+        if source.base is not None and source.base not in sources:
+            raise ValueError(f"{source.origin}: {source.name}: its 'base' {source.base!r} is not a registered model")
     return list(sources.values())
 
 

@@ -1,0 +1,48 @@
+"""Stable Diffusion through diffusers: ``dreamcanvas sd``'s library, one idea per module.
+
+* :mod:`~dreamcanvas.sd.settings` - :class:`SDSettings`, every setting of a picture, checked one way.
+* :mod:`~dreamcanvas.sd.samplers` - AUTOMATIC1111's sampler names ("Euler a", "DPM++ 2M Karras", ...) as
+  diffusers schedulers built from the model's own scheduler config.
+* :mod:`~dreamcanvas.sd.parameters` - AUTOMATIC1111's ``parameters`` PNG text, written and read back.
+* :mod:`~dreamcanvas.sd.models` - ``--model`` specs (registered names, ``local:``, ``hf-hub:``, single-file
+  checkpoints, ``bundled:``) loaded as diffusers pipelines in the working dtype; TAESD decoders.
+* :mod:`~dreamcanvas.sd.pipeline` - :func:`draw`: one call of the diffusers pipeline, seeded per picture,
+  with a hook after every step for previews.
+
+Importing this package is light: diffusers and transformers load when a model or scheduler is first made.
+"""
+
+from __future__ import annotations
+
+from dreamcanvas.sd.models import (
+    is_model_spec,
+    load_pipeline,
+    load_tiny_decoder,
+    resolve_model,
+    tiny_decoder_name,
+    working_dtype,
+)
+from dreamcanvas.sd.parameters import format_parameters, parse_parameters, settings_from_parameters
+from dreamcanvas.sd.pipeline import decode_preview, draw, with_seed
+from dreamcanvas.sd.samplers import a1111_name, canonical_name, make_scheduler, sampler_names
+from dreamcanvas.sd.settings import SDSettings
+
+__all__ = [
+    "SDSettings",
+    "a1111_name",
+    "canonical_name",
+    "decode_preview",
+    "draw",
+    "format_parameters",
+    "is_model_spec",
+    "load_pipeline",
+    "load_tiny_decoder",
+    "make_scheduler",
+    "parse_parameters",
+    "resolve_model",
+    "sampler_names",
+    "settings_from_parameters",
+    "tiny_decoder_name",
+    "with_seed",
+    "working_dtype",
+]

@@ -1,0 +1,122 @@
+"""Every setting of a ``dreamcanvas sd`` picture, in one record checked the same way from any source.
+
+The record is what the PNG stores (as JSON, beside AUTOMATIC1111's ``parameters`` text) and what ``--from``
+reads back, so it stays flat and JSON-friendly. Each field's limits live on the field
+(:func:`~dreamcanvas.records.setting`) and its docstring is the command's help text; :meth:`SDSettings.cross_check`
+holds the rules that tie fields together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.records import check_record, read_record, setting
+
+DEFAULT_MODEL = "sd-turbo"
+LATENT_SCALE = 8
+"""Stable Diffusion's VAE shrinks a picture 8x: both sides must be multiples of it."""
+MAX_SIDE = 16_384
+MAX_STEPS = 10_000
+MAX_BATCH = 64
+PREVIEWS = ("taesd", "vae", "none")
+DECODERS = ("vae", "taesd")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class SDSettings:
+    """What to draw with Stable Diffusion and how. Defaults suit SD-Turbo on a CPU: one step, no guidance."""
+
+    prompt: str = setting(nonempty=True, flag="the prompt")
+    """What to draw."""
+    negative: str = ""
+    """What the picture should not show (e.g. "blurry, text"); needs --guidance above 1 to have an effect."""
+    model: str = setting(DEFAULT_MODEL, nonempty=True)
+    """A registered name (`dreamcanvas models list`), local:DIR (a diffusers folder), local:FILE.safetensors
+    (a single-file checkpoint), hf-hub:ORG/REPO or bundled:NAME."""
+    steps: int = setting(1, low=1, high=MAX_STEPS)
+    """Denoising steps: 1-4 for the turbo and LCM models, 20-30 for SD 1.5."""
+    guidance: float = setting(0.0, low=0, high=100)
+    """Classifier-free guidance scale (AUTOMATIC1111's CFG scale): 0 for the turbo models, about 7 for SD 1.5."""
+    sampler: str = ""
+    """The sampler, by its AUTOMATIC1111 name (Euler a, DPM++ 2M Karras, DDIM, LCM, ...); empty = the model's own."""
+    seed: int = setting(-1, low=0, high=2**63 - 1, special=(-1,))
+    """-1 picks a random seed; the seed used is stored, so the picture can be made again."""
+    width: int = setting(512, low=LATENT_SCALE, high=MAX_SIDE, flag="--size")
+    """Picture width in pixels, a multiple of 8."""
+    height: int = setting(512, low=LATENT_SCALE, high=MAX_SIDE, flag="--size")
+    """Picture height in pixels, a multiple of 8."""
+    batch: int = setting(1, low=1, high=MAX_BATCH)
+    """Pictures per run; picture k uses seed + k, so any one of them can be made again alone."""
+    init_image: str | None = setting(None, nonempty=True)
+    """A picture to start from (image-to-image) instead of pure noise."""
+    strength: float = setting(0.6, above=0, high=1)
+    """With --init-image: how much of it is redrawn, from 0 (keep it) to 1 (ignore it)."""
+    save_every: int = setting(1, low=1, high=MAX_STEPS)
+    """A preview frame every N denoising steps."""
+    preview: str = setting("taesd", choices=PREVIEWS)
+    """What decodes the preview frames: taesd (fast, approximate), vae (exact, slow) or none."""
+    decoder: str = setting("vae", choices=DECODERS)
+    """What decodes the final picture: vae (the model's own) or taesd (several times faster, a little softer)."""
+    precision: str = setting("auto", choices=PRECISIONS)
+    """Weights and compute in bf16 or fp32; auto = bf16 on CPUs with native bf16 (AMX / AVX512-BF16)."""
+    video: bool = False
+    """Also write an MP4 of the denoising, one frame per preview."""
+    gif: bool = False
+    """Also write a GIF of the denoising."""
+    fps: int = setting(12, low=1, high=240)
+    """Frames per second of the video and GIF."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "the stored settings") -> SDSettings:
+        """Rebuild settings from stored JSON, strictly typed and checked (:func:`~dreamcanvas.records.read_record`)."""
+        return read_record(cls, data, where)
+
+    def replace(self, **changes: Any) -> SDSettings:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Check every field, then the rules between fields, without touching the disk or loading a model."""
+        check_record(self)
+
+    def cross_check(self) -> None:
+        """The rules that tie fields together (each field's own limits are checked before)."""
+        self._check_size()
+        if self.sampler:
+            from dreamcanvas.sd.samplers import canonical_name
+
+            self.sampler = canonical_name(self.sampler)  # stored as AUTOMATIC1111 spells it, like a lossless coercion
+        if self.init_image is not None:
+            self._check_denoising_steps()
+
+    def _check_size(self) -> None:
+        if self.width % LATENT_SCALE or self.height % LATENT_SCALE:
+            suggestion = f"{_round_to_latent(self.width)} {_round_to_latent(self.height)}"
+            raise DreamcanvasError(
+                f"--size {self.width} {self.height}: each side must be a multiple of 8 (try --size {suggestion})"
+            )
+
+    def _check_denoising_steps(self) -> None:
+        """Image-to-image runs only ``steps * strength`` of the steps (as diffusers does): at least one must run."""
+        if int(self.steps * self.strength) < 1:
+            needed = math.ceil(1 / self.strength)
+            needed += int(needed * self.strength) < 1  # 1 / strength rounded down by floating point
+            raise DreamcanvasError(
+                f"--steps {self.steps} with --strength {self.strength:g} runs no denoising step on the init image: "
+                f"use --steps {needed} or more, or a larger --strength"
+            )
+
+
+def _round_to_latent(side: int) -> int:
+    return max(LATENT_SCALE, round(side / LATENT_SCALE) * LATENT_SCALE)
