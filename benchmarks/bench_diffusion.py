@@ -2,6 +2,7 @@
 
     python benchmarks/bench_diffusion.py                  # the 256 model's architecture, ViT-B/32, 16 cutouts
     python benchmarks/bench_diffusion.py --size 128 --steps 2
+    python benchmarks/bench_diffusion.py --picture 50     # also a whole picture: 50 DDIM steps, secondary model
 
 The UNet is the real ``256x256_diffusion_uncond`` architecture (552.8 M parameters) and the perceptor the real
 ViT-B/32, both with random weights: compute does not depend on weight values, and nothing is downloaded. Each row
@@ -34,7 +35,8 @@ MODEL = "256x256_diffusion_uncond"
 ROWS = ("notebook", "dreamcanvas fp32", "dreamcanvas auto", "dreamcanvas auto, secondary")
 
 
-def build_job_with_random_unet(size: int, cutn: int, precision: str, clip: str, secondary: bool):
+def build_job_with_random_unet(size: int, cutn: int, precision: str, clip: str, secondary: bool,
+                               sampler: str = "ddpm", iterations: int = 50):  # fmt: skip
     """The engine's job for ``--generator diffusion``, its networks the real architectures with random weights."""
     import dreamcanvas.generators.diffusion as diffusion_generator
     from dreamcanvas.engine import build_job
@@ -49,8 +51,8 @@ def build_job_with_random_unet(size: int, cutn: int, precision: str, clip: str, 
     diffusion_generator.load_diffusion_unet = lambda spec: unet
     diffusion_generator.load_secondary_model = lambda spec: SecondaryModel().eval()
     settings = GenerateSettings(prompts=["a lighthouse in a storm"], generator="diffusion", width=size, height=size,
-                                cutn=cutn, iterations=50, seed=0, clip_models=[clip], precision=precision,
-                                sampler="ddpm", guidance_model="secondary" if secondary else "unet")  # fmt: skip
+                                cutn=cutn, iterations=iterations, seed=0, clip_models=[clip], precision=precision,
+                                sampler=sampler, guidance_model="secondary" if secondary else "unet")  # fmt: skip
     return build_job(settings, perceptors=[random_perceptor(clip)])
 
 
@@ -113,6 +115,17 @@ def measure_row(row: str, size: int, cutn: int, steps: int, clip: str) -> dict:
     }
 
 
+def measure_picture(size: int, cutn: int, clip: str, iterations: int) -> dict:
+    """A whole picture the fast way: DDIM, the secondary model, bf16 where the CPU has it; job built inside."""
+    start = time.perf_counter()
+    job = build_job_with_random_unet(size, cutn, "auto", clip, secondary=True, sampler="ddim", iterations=iterations)
+    built = time.perf_counter()
+    for index in range(iterations):
+        dreamcanvas_step(job, index)
+    return {"seconds": time.perf_counter() - start, "build": built - start,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
@@ -120,9 +133,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1, help="timed steps per row, after one warm-up step")
     parser.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--picture", type=int, default=0, metavar="N",
+                        help="after the table, time a whole picture of N DDIM steps with the secondary model")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: measure one row, print JSON
     args = parser.parse_args()
 
+    if args.row == "picture":
+        print(json.dumps(measure_picture(args.size, args.cutn, args.clip, args.picture)))
+        return
     if args.row:
         print(json.dumps(measure_row(args.row, args.size, args.cutn, args.steps, args.clip)))
         return
@@ -145,6 +163,14 @@ def main() -> None:
         ratio = f"{notebook / r['step']:.2f}x" if notebook else "-"
         print(f"| {row} | {r['dtype']} | {r['step']:.1f} | {ratio} | {r['flops'] / 1e9:.0f} | {achieved:.0f} | "
               f"{100 * achieved / peaks[r['dtype']]:.0f}% | {r['rss_mib']:.0f} |", flush=True)  # fmt: skip
+    if args.picture:
+        command = [sys.executable, __file__, "--row", "picture", "--picture", str(args.picture), "--size",
+                   str(args.size), "--cutn", str(args.cutn), "--clip", args.clip]  # fmt: skip
+        r = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        print()
+        print(f"A whole {args.size}² picture, {args.picture} DDIM steps, secondary model, auto precision: "
+              f"{r['seconds'] / 60:.1f} min ({r['build']:.0f} s of it building the job), peak RSS "
+              f"{r['rss_mib']:.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

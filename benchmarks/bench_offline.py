@@ -13,6 +13,12 @@ A prompt's distractors depend only on the prompt and ``--seed``, so two guides (
 meet the same ones. Columns: rank 1 rate among 10 prompts (chance 10 %), a shape-only check (distractors of the
 same colour and other shapes), and for comparison the judge's rate on *real* held-out corpus pictures of the
 same concepts.
+
+``--corpus-objects N`` adds N object prompts *of the corpus* (clip-art and emoji concepts of halves a and b),
+the acceptance set of the bundled diffusion model, which trained on both halves. So that neither model meets an
+unknown word, the pool is the concepts whose every word occurs in a caption of half a (what the guide read) and
+in a caption of half b (what the judge read); the N are a seeded sample of that sorted pool, and each prompt's
+9 distractors come from the same pool.
 """
 
 from __future__ import annotations
@@ -48,10 +54,15 @@ BACKGROUND_FOR = {
 """A contrasting background colour for each object colour, for the "on a ... background" prompts."""
 
 
-def held_out_prompts(corpus: Path) -> tuple[list[tuple[str, str, str]], list[str], dict[str, list[Path]]]:
-    """(colour, shape, prompt) of held-out colour x shape concepts, unseen object prompts, real test pictures."""
+def held_out_prompts(
+    corpus: Path, split: str = "test"
+) -> tuple[list[tuple[str, str, str]], list[str], dict[str, list[Path]]]:
+    """(colour, shape, prompt) of held-out colour x shape concepts, unseen object prompts, real test pictures.
+
+    ``split`` "b" gives the judge's half instead: prompts for choosing settings without touching the test split.
+    """
     rows = [json.loads(line) for line in (corpus / "captions.jsonl").read_text().splitlines()]
-    test = [row for row in rows if row["split"] == "test"]
+    test = [row for row in rows if row["split"] == split]
     combos, objects, pictures = set(), set(), {}
     for row in test:
         words = row["concept"].split()
@@ -63,6 +74,23 @@ def held_out_prompts(corpus: Path) -> tuple[list[tuple[str, str, str]], list[str
     shape_prompts = [(c, s, f"a {c} {s}") for c, s in sorted(combos)]
     shape_prompts += [(c, s, f"a {c} {s} on a {BACKGROUND_FOR[c]} background") for c, s in sorted(combos)]
     return shape_prompts, sorted(objects), pictures
+
+
+def corpus_object_prompts(corpus: Path) -> list[str]:
+    """``a CONCEPT`` for clip-art and emoji concepts of halves a and b whose words both halves' captions hold."""
+    rows = [json.loads(line) for line in (corpus / "captions.jsonl").read_text().splitlines()]
+    words: dict[str, set[str]] = {"a": set(), "b": set()}
+    for row in rows:
+        if row["split"] in words:
+            words[row["split"]].update(row["caption"].lower().replace(",", " ").split())
+    concepts = {
+        row["concept"]
+        for row in rows
+        if row["source"] in ("openclipart", "emoji")
+        and row["split"] in words
+        and all(word in words["a"] and word in words["b"] for word in row["concept"].lower().split())
+    }
+    return [f"a {concept}" for concept in sorted(concepts)]
 
 
 @torch.no_grad()
@@ -89,6 +117,10 @@ def main() -> None:
     parser.add_argument("--generator", default="fourier")
     parser.add_argument("--distractors", type=int, default=9)
     parser.add_argument("--objects", type=int, default=10, help="unseen object prompts to try as a control")
+    parser.add_argument("--corpus-objects", type=int, default=0, help="object prompts of halves a and b to score")
+    parser.add_argument("--no-shapes", action="store_true", help="skip the held-out colour x shape prompts")
+    parser.add_argument("--shapes-from", default="test", choices=("test", "b"), help="b: the judge's half (tuning)")
+    parser.add_argument("--limit", type=int, help="only the first N colour x shape prompts (before --every)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="also save every drawn picture in this folder")
     parser.add_argument("--every", type=int, default=1, help="score every k-th colour x shape prompt (a quick look)")
@@ -105,8 +137,8 @@ def main() -> None:
 
     guide_specs = args.guide.split(",")
     guides, judge = [load_perceptor(spec) for spec in guide_specs], load_perceptor(args.judge)
-    shape_prompts, object_prompts, real = held_out_prompts(args.corpus)
-    scored = shape_prompts[args.offset :: args.every]
+    shape_prompts, object_prompts, real = held_out_prompts(args.corpus, args.shapes_from)
+    scored = [] if args.no_shapes else shape_prompts[: args.limit][args.offset :: args.every]
     rng = random.Random(args.seed)  # which object prompts; each prompt's distractors depend on it alone
     all_shape_texts = [p for *_, p in shape_prompts]
     print(
@@ -160,6 +192,15 @@ def main() -> None:
             f"| {prompt} | {rank} | {shape_rank} of {len(same_colour) + 1} | {real_note} | {seconds:.0f} |", flush=True
         )
 
+    corpus_pool = corpus_object_prompts(args.corpus) if args.corpus_objects else []
+    corpus_firsts, corpus_chosen = 0, random.Random(args.seed).sample(corpus_pool, args.corpus_objects)
+    for prompt in corpus_chosen[args.offset :: args.every]:
+        picture, seconds = draw(prompt)
+        times.append(seconds)
+        rank = rank_of(judge, picture, prompt, distractors_for(prompt, corpus_pool, args.distractors, args.seed))
+        corpus_firsts += rank == 1
+        print(f"| (corpus object) {prompt} | {rank} | | | {seconds:.0f} |", flush=True)
+
     object_firsts, objects = 0, rng.sample(object_prompts, min(args.objects, len(object_prompts)))
     for prompt in objects:
         picture, seconds = draw(prompt)
@@ -168,8 +209,11 @@ def main() -> None:
         object_firsts += rank == 1
         print(f"| (unseen object) {prompt} | {rank} | | | {seconds:.0f} |", flush=True)
 
-    n = len(scored)
+    n = max(len(scored), 1)
     print()
+    if corpus_chosen:
+        drawn = len(corpus_chosen[args.offset :: args.every])
+        print(f"corpus object prompts: judge ranks the prompt first for {corpus_firsts}/{drawn}")
     print(
         f"held-out colour x shape prompts: judge ranks the prompt first for {firsts}/{n} = {100 * firsts / n:.0f} % "
         f"(chance {100 / (args.distractors + 1):.0f} %); shape alone {shape_firsts}/{n}; "

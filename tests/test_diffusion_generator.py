@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import pixels, run_cli, tiny_settings, write_picture
+from PIL import Image
 
 from dreamcanvas.engine import build_job, generate, resolve_seed, resume
 from dreamcanvas.generators.diffusion import DiffusionGenerator, resolve_diffusion_model, sampling_schedule
@@ -122,6 +123,20 @@ def test_an_init_image_with_skipped_steps_stays_near_it(tiny_clip_spec, tiny_une
     assert distance(from_init.image_path) < 0.5 * distance(from_noise.image_path)
 
 
+def test_clip_denoised_keeps_every_estimate_in_range(tiny_clip_spec, untrained_unet_file):
+    """Off (the notebooks'), an untrained model's estimates leave [-1, 1]; on, each step's clean estimate is
+    clamped before the update, so the last step (whose sample is that estimate) ends inside the range."""
+    ends = {}
+    for clip in (False, True):
+        settings = diffusion_settings(tiny_clip_spec, untrained_unet_file, clip_denoised=clip, iterations=4, seed=2,
+                                      clip_guidance_scale=0, tv_scale=0, range_scale=0)  # fmt: skip
+        job = build_job(settings)
+        for step in range(4):
+            job.generator.sample_step(job.loss, step)
+        ends[clip] = job.generator.x.abs().max().item()
+    assert ends[False] > 1 and ends[True] <= 1, ends
+
+
 def test_the_size_is_rounded_to_the_unets_downsampling(tiny_clip_spec, tiny_unet_file):
     settings = resolve_seed(diffusion_settings(tiny_clip_spec, tiny_unet_file, width=45, height=30))
     generator = build_job(settings).generator
@@ -218,14 +233,22 @@ def test_offline_without_a_model_the_bundled_one_draws_after_one_warning(tiny_cl
     (bundled / "diffusion").mkdir(parents=True)
     for name in ("model.pt", FLAGS_FILE):
         (bundled / "diffusion" / name).write_bytes((tiny_unet_file.parent / name).read_bytes())
+    # its own settings apply where the run keeps the defaults (made for the 256 model), not where it chose
+    own = {"width": 32, "height": 32, "clip_denoised": True, "clip_guidance_scale": 30.0, "tv_scale": 10.0}
+    (bundled / "diffusion" / "sampling.json").write_text(json.dumps(own))
     monkeypatch.setattr(weights.registry, "bundled_dir", lambda name: bundled / name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    args = ["generate", "a red apple", "--generator", "diffusion", "--clip", tiny_clip_spec, "--size", "32", "32",
+    args = ["generate", "a red apple", "--generator", "diffusion", "--clip", tiny_clip_spec, "--tv-scale", "5",
             "-i", "2", "--save-every", "2", "--seed", "1", "--quiet", "--out", tmp_path / "run"]  # fmt: skip
     code, _, err = run_cli(args, capsys)
     assert code == 0 and err.count("\n") == 1 and "bundled:diffusion draws instead" in err, err
+    assert "with its own width 32, height 32, clip_denoised True, clip_guidance_scale 30.0;" in err, err
     stored = json.loads((tmp_path / "run" / rundir.RUN_JSON).read_text())["settings"]
     assert stored["diffusion_model"] == "bundled:diffusion"  # the run says which model drew it
+    assert (stored["width"], stored["height"], stored["clip_denoised"], stored["clip_guidance_scale"]) == (
+        32, 32, True, 30.0)  # fmt: skip
+    assert stored["tv_scale"] == 5.0
+    assert Image.open(tmp_path / "run" / rundir.FINAL_NAME).size == (32, 32)
 
     code, _, err = run_cli([*args[:-1], tmp_path / "explicit", "--diffusion-model", "256x256_diffusion_uncond"],
                            capsys)  # fmt: skip

@@ -17,6 +17,7 @@ from torch import nn
 from dreamcanvas.diffusion import (
     DiffusionSchedule,
     blend_for_clip,
+    clamp_gradient,
     ddim_step,
     ddpm_step,
     denoise,
@@ -463,3 +464,14 @@ def test_guided_gradient_is_one_forward_and_one_backward(base: DiffusionSchedule
     (expected,) = torch.autograd.grad(loss, xr)
     torch.testing.assert_close(guided.grad, -expected, rtol=1e-4, atol=1e-6)
     assert guided.loss.item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_clamp_gradient_caps_the_rms_and_keeps_the_direction() -> None:
+    grad = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2
+    clamped = clamp_gradient(grad, 0.05)
+    assert clamped.square().mean().sqrt().item() == pytest.approx(0.05, rel=1e-5)
+    assert torch.allclose(clamped / clamped.norm(), grad / grad.norm(), atol=1e-6)
+    small = grad * 1e-3  # rms 0.002: below the cap, untouched
+    assert torch.equal(clamp_gradient(small, 0.05), small)
+    assert clamp_gradient(grad, 0.0) is grad  # 0: no clamp, the first notebook's
+    assert torch.equal(clamp_gradient(torch.zeros(2, 3), 0.05), torch.zeros(2, 3))  # no division by zero

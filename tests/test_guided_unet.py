@@ -22,6 +22,7 @@ from dreamcanvas.files.checkpoints import UnsafeCheckpointError
 from dreamcanvas.models.guided_unet import (
     FLAGS_FILE,
     KNOWN_FLAGS,
+    Float32GroupNorm,
     GuidedUNet,
     UNetFlags,
     build_unet,
@@ -157,6 +158,22 @@ def test_channels_last_bf16_and_timestep_types_compute_the_same() -> None:
     torch.testing.assert_close(channels_last, expected, rtol=1e-4, atol=1e-5 * scale)
     assert bf16.dtype == torch.float32
     assert (bf16 - expected).abs().max() < 0.05 * scale
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_bf16_norm_keeps_float32_statistics(memory_format: torch.memory_format) -> None:
+    """The bf16 model's norms skip the float32 copies; their output is still the float32 computation's, rounded."""
+    torch.manual_seed(0)
+    norm = Float32GroupNorm(128)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    norm.to(torch.bfloat16)
+    x = (torch.randn(2, 128, 17, 9) * 3 + 1).to(torch.bfloat16).contiguous(memory_format=memory_format)
+    expected = F.group_norm(x.float(), 32, norm.weight.float(), norm.bias.float(), norm.eps).to(torch.bfloat16)
+    out = norm(x)
+    one_bf16_step = expected.float().abs().clamp(min=1e-3) * 2**-7
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - expected.float()).abs() <= one_bf16_step).all()
 
 
 def test_gradients_reach_the_image() -> None:

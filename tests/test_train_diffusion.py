@@ -31,10 +31,12 @@ from dreamcanvas.training.diffusion import (
     TrainDiffusionConfig,
     discretized_gaussian_log_likelihood,
     draw_samples,
+    ema_rate,
     hybrid_loss,
     load_pictures,
     normal_kl,
     train_diffusion,
+    train_step,
     validate,
 )
 
@@ -111,8 +113,8 @@ def test_saved_model_is_the_ema_and_loads_through_every_loader(straight) -> None
 
     direct, through_spec = load_unet(path), load_diffusion_unet(f"local:{path}")
     assert direct.flags == UNetFlags.from_dict(flags) == through_spec.flags
-    ema = Run.create(config).ema
-    ema.load_state_dict(state["ema"])
+    ema = Run.create(config).ema.to(memory_format=torch.contiguous_format)  # trained channels_last, loaded plain
+    ema.load_state_dict({name: tensor.contiguous() for name, tensor in state["ema"].items()})
     x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([10.0, 900.0])
     with torch.no_grad():
         expected = ema(x, t)
@@ -134,6 +136,24 @@ def test_ema_differs_from_the_raw_weights_and_lags_them(straight) -> None:
     # the moving average is a weighted mean of the weights so far: it has travelled less far from the start
     assert 0 < distance(ema, initial) < 0.95 * distance(raw, initial)  # 0.89-0.90 over three seeds
     assert distance(ema, raw) > 0.1 * distance(raw, initial)
+
+
+def test_the_moving_average_warms_up_then_keeps_its_rate(shapes: Path, tmp_path: Path) -> None:
+    """Update k mixes in the new weights at 1 - rate_k, rate_k = min(--ema, 1 - (1 + k)^(-2/3)): the first
+    updates follow the weights closely, so a short run's average holds almost nothing of the random start."""
+    assert ema_rate(0.999, 1) == pytest.approx(1 - 2 ** (-2 / 3))  # 0.37
+    assert ema_rate(0.999, 999) == pytest.approx(0.99) and ema_rate(0.999, 10**6) == 0.999
+    config = tiny(shapes, tmp_path / "out", ema=0.5)
+    run, schedule, images = Run.create(config), linear_schedule(1000), load_pictures(shapes, config.size)
+    expected = {k: v.double().clone() for k, v in run.ema.state_dict().items()}
+    for step in range(4):
+        train_step(run, images.batch(step, 4, config.seed), torch.Generator().manual_seed(step), config, schedule)
+        run.step += 1
+        rate = min(0.5, 1 - (1 + run.step) ** (-2 / 3))  # 0.37, 0.48, then the ceiling
+        for name, weight in run.model.state_dict().items():
+            expected[name] = rate * expected[name] + (1 - rate) * weight.double()
+    for name, tensor in run.ema.state_dict().items():
+        torch.testing.assert_close(tensor.double(), expected[name], rtol=1e-5, atol=1e-6)
 
 
 def test_stop_and_resume_equals_a_straight_run(straight, shapes: Path, tmp_path: Path) -> None:

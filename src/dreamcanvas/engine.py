@@ -381,9 +381,9 @@ def generate(
     if not settings.clip_models and perceptors is None:
         settings = settings.replace(clip_models=default_clip_models())
     if settings.generator == "diffusion" and not settings.diffusion_model:
-        from dreamcanvas.generators.diffusion import default_diffusion_model
+        from dreamcanvas.generators.diffusion import with_default_diffusion_model
 
-        settings = settings.replace(diffusion_model=default_diffusion_model())
+        settings = with_default_diffusion_model(settings)
     job = build_job(settings, perceptors)
     label = (settings.prompts or settings.image_prompts or settings.target_images)[0]
     run_dir = Path(out) if out is not None else rundir.default_run_dir(Path(outputs_root), label)

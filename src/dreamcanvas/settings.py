@@ -93,6 +93,13 @@ class GenerateSettings:
     """Smoothness of the picture CLIP sees, as the notebooks' ``tv_scale``."""
     range_scale: float = setting(50.0, low=0, high=1e7)
     """Penalty on the predicted picture leaving [-1, 1], as the notebooks' ``range_scale``."""
+    clamp_max: float = setting(0.0, low=0, high=1e3)
+    """Largest root-mean-square of the guidance gradient, larger ones keep only their direction (Disco's
+    ``clamp_max``, 0.05 there); 0 = no clamp (the first notebook's). Needed with DDIM on small models."""
+    clip_denoised: bool = False
+    """Clamp each step's estimate of the finished picture to [-1, 1] before the update (guided-diffusion's own
+    default). The CLIP-guided notebooks leave it off; small models such as the bundled one need it, or an
+    imprecise early estimate grows from step to step."""
 
     # motion and story ----------------------------------------------------------------------------------
     story_every: int = setting(0, low=0, high=MAX_STEPS)
@@ -138,6 +145,12 @@ class GenerateSettings:
 
     def replace(self, **changes: Any) -> GenerateSettings:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default: what a run that sets nothing gets."""
+        return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cls)}  # fmt: skip
 
     def validate(self) -> None:
         """Check what can be checked without touching the disk or loading a model: every field, then combinations."""

@@ -170,6 +170,22 @@ def generate(
         float,
         typer.Option(help="Penalty on the predicted picture leaving [-1, 1] (range_scale).", rich_help_panel=DIFFUSION),
     ] = 50.0,
+    clamp_max: Annotated[
+        float,
+        typer.Option(
+            help="Largest RMS of the guidance gradient; larger ones keep only their direction (Disco's clamp_max, "
+            "0.05 there). 0 = no clamp (the first notebook's); DDIM on small models needs one.",
+            rich_help_panel=DIFFUSION,
+        ),
+    ] = 0.0,
+    clip_denoised: Annotated[
+        bool,
+        typer.Option(
+            help="Clamp each step's estimate of the finished picture to [-1, 1] (guided-diffusion's default; the "
+            "notebooks' is off). Small models such as the bundled one need it.",
+            rich_help_panel=DIFFUSION,
+        ),
+    ] = False,
     story_every: Annotated[
         int,
         typer.Option(

@@ -83,8 +83,8 @@ def train_diffusion_command(
     ema: Annotated[
         float,
         typer.Option(
-            help="Rate of the moving average of the weights that model.pt holds (the original: 0.9999, for "
-            "runs of 100k+ steps).",
+            help="Highest rate of the moving average of the weights that model.pt holds (the original: 0.9999, "
+            "for runs of 100k+ steps); it warms up from 0.37 as 1 - (1 + step)^(-2/3).",
             rich_help_panel=SCHEDULE,
         ),
     ] = 0.999,

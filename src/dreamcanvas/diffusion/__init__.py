@@ -14,7 +14,7 @@ The pieces, each small and free of the model and of CLIP:
 A sampler's state is ``(x, step index, RNG state)``; see ``sampling``.
 """
 
-from .guidance import Guided, blend_for_clip, guided_gradient, range_loss, tv_loss
+from .guidance import Guided, blend_for_clip, clamp_gradient, guided_gradient, range_loss, tv_loss
 from .sampling import (
     Prediction,
     StepOutput,
@@ -43,6 +43,7 @@ __all__ = [
     "Prediction",
     "StepOutput",
     "blend_for_clip",
+    "clamp_gradient",
     "cosine_betas",
     "ddim_step",
     "ddpm_step",

@@ -55,6 +55,17 @@ def tv_loss(x: torch.Tensor) -> torch.Tensor:
     return (x_diff**2 + y_diff**2).mean(dim=(1, 2, 3))
 
 
+def clamp_gradient(grad: torch.Tensor, max_rms: float) -> torch.Tensor:
+    """``grad`` scaled down, if needed, to a root-mean-square of at most ``max_rms`` (Disco's ``clamp_grad`` /
+    ``clamp_max``): only its direction is kept when it is large. Early, noisy steps differentiate through
+    ``1 / sqrt(alpha_bar)`` (about 150 at the first step), and an unclamped DDIM step then multiplies ``x``
+    instead of nudging it. ``max_rms`` 0 leaves ``grad`` as it is (the first notebook's)."""
+    if max_rms <= 0:
+        return grad
+    rms = grad.square().mean().sqrt()
+    return grad * (rms.clamp(max=max_rms) / rms.clamp(min=torch.finfo(grad.dtype).tiny))
+
+
 def guided_gradient(
     schedule: DiffusionSchedule,
     loss_fn: GuidanceLoss,

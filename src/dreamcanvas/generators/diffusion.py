@@ -22,6 +22,7 @@ import torch
 
 from dreamcanvas import weights
 from dreamcanvas.diffusion import (
+    clamp_gradient,
     ddim_step,
     ddpm_step,
     denoise,
@@ -42,6 +43,7 @@ from dreamcanvas.generators.base import SamplingGenerator, keep_out_of_checkpoin
 from dreamcanvas.models.guided_unet import KNOWN_FLAGS, GuidedUNet, UNetFlags, load_unet
 from dreamcanvas.models.secondary import SecondaryModel, load_secondary
 from dreamcanvas.perceptor.guide import resolve_precision
+from dreamcanvas.records import parse_stored_json
 from dreamcanvas.settings import GenerateSettings
 
 LOCAL_PREFIX = weights.LOCAL_PREFIX
@@ -80,25 +82,53 @@ DEFAULT_DIFFUSION_MODEL = "256x256_diffusion_uncond"
 BUNDLED_DIFFUSION_MODEL = "bundled:diffusion"
 
 
-def default_diffusion_model() -> str:
+SAMPLING_FILE = "sampling.json"
+"""Beside a bundled diffusion model: the settings it draws best with (its training size, a guidance scale chosen
+for it), as ``GenerateSettings`` field names and values."""
+
+
+def with_default_diffusion_model(settings: GenerateSettings) -> GenerateSettings:
     """What "no --diffusion-model" means: OpenAI's 256 model if it is cached or can be downloaded now, else the
-    small bundled one, with one warning saying so. (An explicit ``--diffusion-model`` never falls back.)"""
+    small bundled one, with one warning saying so. (An explicit ``--diffusion-model`` never falls back.)
+
+    The bundled model draws with its own ``sampling.json`` (64x64, its guidance scale) wherever the settings
+    are still at their defaults, which were chosen for the 256 model; the warning names what it changed.
+    """
     try:
         weights.fetch_files(DEFAULT_DIFFUSION_MODEL)
-        return DEFAULT_DIFFUSION_MODEL
+        return settings.replace(diffusion_model=DEFAULT_DIFFUSION_MODEL)
     except ModelUnavailableError as unavailable:
         try:
-            resolve_diffusion_model(BUNDLED_DIFFUSION_MODEL)
+            path, _ = resolve_diffusion_model(BUNDLED_DIFFUSION_MODEL)
         except DreamcanvasError:
             raise unavailable from None
+        own = own_sampling_settings(path.with_name(SAMPLING_FILE), settings)
+        changed = "".join(f", {name} {value}" for name, value in own.items())
         warnings.warn(
             f"{DEFAULT_DIFFUSION_MODEL} is not downloaded and cannot be fetched now, so the small offline model "
-            f"{BUNDLED_DIFFUSION_MODEL} draws instead; for ImageNet's variety run `dreamcanvas models download "
-            f"{DEFAULT_DIFFUSION_MODEL}` once online",
+            f"{BUNDLED_DIFFUSION_MODEL} draws instead{' with its own ' + changed[2:] if own else ''}; for "
+            f"ImageNet's variety run `dreamcanvas models download {DEFAULT_DIFFUSION_MODEL}` once online",
             DreamcanvasWarning,
             stacklevel=2,
         )
-        return BUNDLED_DIFFUSION_MODEL
+        return settings.replace(diffusion_model=BUNDLED_DIFFUSION_MODEL, **own)
+
+
+def own_sampling_settings(path: Path, settings: GenerateSettings) -> dict[str, object]:
+    """The entries of a model's ``sampling.json`` for the fields ``settings`` leaves at their defaults."""
+    if not path.is_file():
+        return {}
+    try:
+        wanted = parse_stored_json(path.read_text())
+    except ValueError as error:
+        raise DreamcanvasError(f"{path} is not valid JSON ({error})") from None
+    defaults = GenerateSettings.defaults()
+    if not isinstance(wanted, dict) or set(wanted) - set(defaults):
+        raise DreamcanvasError(
+            f"{path} must map settings names to values; unknown: {sorted(set(wanted) - set(defaults))}"
+        )
+    return {name: value for name, value in wanted.items()
+            if getattr(settings, name) == defaults[name] and value != defaults[name]}  # fmt: skip
 
 
 def load_diffusion_unet(spec: str) -> GuidedUNet:
@@ -204,11 +234,14 @@ class DiffusionGenerator(SamplingGenerator):
             model_out, grad, _ = secondary_gradient(self.schedule, guidance, self.x, t, unet_out, self.secondary)
         else:
             model_out, grad, _ = guided_gradient(self.schedule, guidance, self.x, t, self.model)
+        if grad is not None:
+            grad = clamp_gradient(grad, s.clamp_max)
         noise = torch.randn_like(self.x)  # drawn every step, used or not: the RNG advances the same way always
+        clip = s.clip_denoised
         if s.sampler == "ddim":
-            out = ddim_step(self.schedule, model_out, self.x, t, eta=s.eta, grad=grad, clip_denoised=False, noise=noise)
+            out = ddim_step(self.schedule, model_out, self.x, t, eta=s.eta, grad=grad, clip_denoised=clip, noise=noise)
         else:
-            out = ddpm_step(self.schedule, model_out, self.x, t, grad=grad, clip_denoised=False, noise=noise)
+            out = ddpm_step(self.schedule, model_out, self.x, t, grad=grad, clip_denoised=clip, noise=noise)
         last = step == len(self.timesteps) - 1
         self.x.copy_(out.sample)
         self.preview.copy_(out.sample if last else out.pred_xstart)

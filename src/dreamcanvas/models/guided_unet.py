@@ -17,7 +17,8 @@ Attention sits at the levels whose downsampling rate ``image_size // r`` matches
 ``use_scale_shift_norm``, as a per-channel scale and shift after its second normalisation.
 
 CPU speed: ``channels_last`` and bfloat16 (``model.to(torch.bfloat16)`` or ``torch.autocast("cpu")``) both work;
-GroupNorm always computes in float32, as the original does. Attention runs through
+GroupNorm's statistics are always float32, as the original's (in a bf16 model through PyTorch's bf16 kernel, which
+accumulates in float32). Attention runs through
 :func:`torch.nn.functional.scaled_dot_product_attention`, which computes what the original computes (up to float
 rounding): ``softmax(q k^T / sqrt(ch)) v`` per head, where the original scales q and k by ``ch ** -0.25`` each.
 """
@@ -276,6 +277,10 @@ class Float32GroupNorm(nn.GroupNorm):
         super().__init__(NORM_GROUPS, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16:
+            # PyTorch's bf16 kernel already accumulates the statistics in float32 and rounds once at the end: the
+            # float32 path's result (rarely one last bit apart) without its two copies, 2-3x faster on a CPU
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         weight, bias = self.weight.float(), self.bias.float()
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 

@@ -12,10 +12,12 @@ original's ``TrainLoop`` with ``learn_sigma=True``, scaled down for a laptop:
   original's weighting (``vb * num_timesteps / 1000``) is 1 for 1000 steps.
 * **Uniform timesteps.** The original's default sampler; the loss-aware importance sampler of improved DDPM
   helps only the pure-``L_vlb`` objective.
-* **EMA of the weights, exported.** ``model.pt`` holds the moving average, as the released files do. The
-  original's rate 0.9999 averages over ~10,000 steps: on a CPU run of a few thousand steps the random
-  initial weights would still weigh in (0.9999^5000 = 61 %), so the default is 0.999 (a ~1,000-step memory,
-  0.999^5000 < 1 %); raise ``--ema`` for long runs.
+* **EMA of the weights, warmed up, exported.** ``model.pt`` holds the moving average, as the released files do.
+  Its rate follows the warm-up of k-diffusion and diffusers' ``EMAModel`` (inv_gamma 1, power 2/3): ``1 - (1 +
+  step)^(-2/3)``, capped at ``--ema`` (0.999 by default; the original's 0.9999 suits runs of 100k+ steps). Early,
+  while the weights move fast, the average follows them (0.37 after the first update, 0.99 after 1,000); later it
+  averages as long as ``--ema`` asks. A fixed rate would keep a share ``rate^steps`` of the random initial
+  weights: 0.999^1500 = 22 %, and a short CPU run's pictures came out as noise.
 * **AdamW, constant learning rate 1e-4, no weight decay, no warmup** (the original's defaults): the schedule
   does not depend on ``steps``, so a finished run can be extended with ``--resume --steps``.
 * **Data:** each picture scaled so its shorter side is ``size``, centre-cropped to ``size x size`` once,
@@ -277,7 +279,8 @@ class Run:
     def create(cls, config: TrainDiffusionConfig) -> Run:
         with torch.random.fork_rng(devices=[]):  # the weights from the seed, the caller's RNG untouched
             torch.manual_seed(config.seed)
-            model = build_unet(config.flags()).train()
+            # channels_last: 1.4x faster training steps on a CPU (oneDNN's convolutions and norms), same weights
+            model = build_unet(config.flags()).train().to(memory_format=torch.channels_last)
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
         return cls(model, ema, opt)
@@ -291,6 +294,15 @@ class Run:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.loss, self.mse = state["step"], list(state["loss"]), list(state["mse"])
+
+
+EMA_WARMUP_POWER = 2 / 3
+
+
+def ema_rate(ceiling: float, update: int) -> float:
+    """The moving average's rate at its ``update``-th update (from 1): ``1 - (1 + update)^(-2/3)``, at most
+    ``ceiling`` (``--ema``); see the module docstring."""
+    return min(ceiling, 1 - (1 + update) ** -EMA_WARMUP_POWER)
 
 
 @torch.no_grad()
@@ -312,13 +324,13 @@ def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, confi
     noise = torch.randn(x_start.shape, generator=generator)
     x_t = q_sample(schedule, x_start, t, noise)
     with autocast(config.precision):
-        model_out = run.model(x_t, t.float()).float()
+        model_out = run.model(x_t.contiguous(memory_format=torch.channels_last), t.float()).float()
     mse, vb = hybrid_loss(schedule, model_out, x_start, x_t, t, noise)
     loss = (mse + vb).mean()
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
-    update_ema(run.ema, run.model, config.ema)
+    update_ema(run.ema, run.model, ema_rate(config.ema, run.step + 1))  # run.step counts the updates before this
     return {"loss": loss.item(), "mse": mse.mean().item(), "vb": vb.mean().item()}
 
 
@@ -368,7 +380,10 @@ def model_flags(config: TrainDiffusionConfig) -> dict[str, Any]:
 def export(run: Run, config: TrainDiffusionConfig) -> None:
     """``OUT/model.pt`` (a plain state dict of the EMA weights, fp32, as the released models) beside
     ``OUT/model_flags.json``: ``--diffusion-model local:OUT/model.pt`` loads both."""
-    weights = {name: tensor.detach().clone().contiguous() for name, tensor in run.ema.state_dict().items()}
+    # standard strides, also for 1x1 kernels (which a channels_last network gives strides that still count as
+    # "contiguous"): a loaded model then computes as one built here would
+    weights = {name: tensor.detach().clone(memory_format=torch.contiguous_format)
+               for name, tensor in run.ema.state_dict().items()}  # fmt: skip
     atomic.write_json(config.out / FLAGS_FILE, model_flags(config))
     atomic.save_torch(config.out / MODEL_NAME, weights)
 
