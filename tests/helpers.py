@@ -72,3 +72,17 @@ def tensors(value, prefix: str = "") -> dict:
     for key, item in items:
         found.update(tensors(item, f"{prefix}/{key}"))
     return found
+
+
+def offline_hub(tmp_path, monkeypatch):
+    """An empty HF cache and dreamcanvas cache under ``tmp_path``, offline; returns the HF hub cache folder."""
+    import huggingface_hub.constants
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DREAMCANVAS_CACHE", str(tmp_path / "dreamcanvas-cache"))
+    # huggingface_hub read HF_HUB_OFFLINE at import: make sure it refuses the network too.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hf-home" / "hub"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ShellPayload
+from helpers import ShellPayload, offline_hub
 from PIL import Image
 from sd_tiny import add_to_hf_cache, make_tiny_autoencoder, make_tiny_lora, make_tiny_pipeline
 
@@ -37,15 +37,7 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty HF cache and dreamcanvas cache, offline, as the weights tests have them."""
-    import huggingface_hub.constants
-
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DREAMCANVAS_CACHE", str(tmp_path / "dreamcanvas-cache"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return tmp_path / "hf-home" / "hub"
+    return offline_hub(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
+from helpers import offline_hub
 from safetensors.torch import load_file
 
 from dreamcanvas import weights
@@ -35,16 +36,7 @@ TINY_SPEC = f"hf-hub:{TINY_REPO}"
 @pytest.fixture(autouse=True)
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty HF cache and dreamcanvas cache, and offline mode, for every test."""
-    import huggingface_hub.constants
-
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DREAMCANVAS_CACHE", str(tmp_path / "dreamcanvas-cache"))
-    # huggingface_hub read HF_HUB_OFFLINE at import: make sure it refuses the network too.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return tmp_path / "hf-home" / "hub"
+    return offline_hub(tmp_path, monkeypatch)
 
 
 def git_blob_sha1(data: bytes) -> str:

@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from dreamcanvas.errors import DreamcanvasError
 
@@ -265,3 +265,36 @@ def record_to_json(record: Any) -> dict[str, Any]:
         return value
 
     return {field.name: plain(getattr(record, field.name)) for field in dataclasses.fields(record)}
+
+
+class SettingsRecord:
+    """What every settings record of a command shares (``GenerateSettings``, ``SDSettings``): its JSON form, the
+    strict reader back from it, a changed copy, its defaults and the one validation. Subclasses are dataclasses
+    whose fields carry :func:`setting` limits and may add a ``cross_check()``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "the stored settings") -> Self:
+        """Rebuild settings from stored JSON, strictly typed and checked (see :func:`read_record`).
+
+        ``where`` names the source in messages: ``"the settings stored in picture.png"``.
+        """
+        return read_record(cls, data, where)
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default: what a run that sets nothing gets."""
+        return {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                for f in dataclasses.fields(cls)}  # fmt: skip
+
+    def validate(self) -> None:
+        """Check every field, then the record's ``cross_check()``, without touching the disk or loading a model."""
+        check_record(self)

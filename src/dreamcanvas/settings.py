@@ -11,13 +11,10 @@ estimate (:mod:`dreamcanvas.memory`), not by a fixed cap.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import check_record, read_record, setting
+from dreamcanvas.records import SettingsRecord, setting
 
 DEFAULT_CLIP = "ViT-B-32:openai"
 DEFAULT_AUGS = ("flip", "affine", "perspective", "jitter", "noise")
@@ -30,7 +27,7 @@ AUGMENTATION_NAMES = ("flip", "affine", "perspective", "jitter", "sharpness", "e
 
 
 @dataclass
-class GenerateSettings:
+class GenerateSettings(SettingsRecord):
     """What to draw and how. Defaults follow the VQGAN+CLIP notebook where it has one."""
 
     # prompts -----------------------------------------------------------------------------------------
@@ -128,33 +125,6 @@ class GenerateSettings:
     video: bool = False
     gif: bool = False
     fps: int = setting(12, low=1, high=240)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "the stored settings") -> GenerateSettings:
-        """Rebuild settings from stored JSON, strictly typed and checked (see :func:`~dreamcanvas.records.read_record`).
-
-        ``where`` names the source in messages: ``"the settings stored in picture.png"``.
-        """
-        return read_record(cls, data, where)
-
-    def replace(self, **changes: Any) -> GenerateSettings:
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """Every field's default: what a run that sets nothing gets."""
-        return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(cls)}  # fmt: skip
-
-    def validate(self) -> None:
-        """Check what can be checked without touching the disk or loading a model: every field, then combinations."""
-        check_record(self)
 
     def cross_check(self) -> None:
         """The rules that tie fields together (each field's own limits are checked before)."""

@@ -8,14 +8,11 @@ holds the rules that tie fields together.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import check_record, read_record, setting
+from dreamcanvas.records import SettingsRecord, setting
 
 DEFAULT_MODEL = "sd-turbo"
 LATENT_SCALE = 8
@@ -29,7 +26,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
-class SDSettings:
+class SDSettings(SettingsRecord):
     """What to draw with Stable Diffusion and how. Defaults suit SD-Turbo on a CPU: one step, no guidance."""
 
     prompt: str = setting(nonempty=True, flag="the prompt")
@@ -71,24 +68,6 @@ class SDSettings:
     """Also write a GIF of the denoising."""
     fps: int = setting(12, low=1, high=240)
     """Frames per second of the video and GIF."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "the stored settings") -> SDSettings:
-        """Rebuild settings from stored JSON, strictly typed and checked (:func:`~dreamcanvas.records.read_record`)."""
-        return read_record(cls, data, where)
-
-    def replace(self, **changes: Any) -> SDSettings:
-        return dataclasses.replace(self, **changes)
-
-    def validate(self) -> None:
-        """Check every field, then the rules between fields, without touching the disk or loading a model."""
-        check_record(self)
 
     def cross_check(self) -> None:
         """The rules that tie fields together (each field's own limits are checked before)."""
