@@ -2,8 +2,9 @@
 
     python benchmarks/bench_offline.py --corpus /tmp/dc-corpus [--guide bundled:guide] [--judge bundled:judge]
 
-For every prompt, `dreamcanvas generate` draws with the guide alone (Fourier, 128², 200 steps by default);
-then the judge - trained on the other half of the corpus, never used while drawing - ranks the prompt
+For every prompt, `dreamcanvas generate` draws with the guide alone (Fourier, 128², 200 steps by default), or
+with ``--method sd`` a Stable Diffusion model draws it (``--sd-model``, e.g. the bundled tiny one, 64²); then
+the judge - trained on the other half of the corpus, never used while drawing - ranks the prompt
 among 9 distractor prompts for that picture. Prompts are held-out concepts: colour-and-shape combinations
 that are in neither model's training half (their words are, their combination is not), alone and on a
 contrasting background, read from the corpus' test split. Unseen object words (clip-art and emoji concepts of
@@ -125,6 +126,11 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="also save every drawn picture in this folder")
     parser.add_argument("--every", type=int, default=1, help="score every k-th colour x shape prompt (a quick look)")
     parser.add_argument("--offset", type=int, default=0, help="start at this prompt (to split a run over processes)")
+    parser.add_argument("--method", default="generate", choices=("generate", "sd"), help="who draws the pictures")
+    parser.add_argument("--sd-model", default="bundled:tiny-sd", help="--method sd: the model (any sd --model)")
+    parser.add_argument("--sd-steps", type=int, default=20)
+    parser.add_argument("--sd-guidance", type=float, default=4.0)
+    parser.add_argument("--sd-sampler", default="", help="an AUTOMATIC1111 name; empty = the model's own")
     parser.add_argument(
         "--set",
         action="append",
@@ -149,7 +155,29 @@ def main() -> None:
     print("| prompt | rank among 10 | shape-only rank | real pictures rank 1 | seconds |")
     print("|---|---|---|---|---|")
 
+    sd_models = None
+    if args.method == "sd":
+        from dreamcanvas.sd import SDSettings, draw_run, load_models
+
+        def sd_settings(prompt: str) -> SDSettings:
+            return SDSettings(prompt=prompt, model=args.sd_model, steps=args.sd_steps, guidance=args.sd_guidance,
+                              sampler=args.sd_sampler, seed=args.seed, width=args.size, height=args.size,
+                              preview="none", **overrides)  # fmt: skip
+
+        sd_models = load_models(sd_settings("a picture"))
+        print(f"--method sd: {args.sd_model}, {args.sd_steps} steps, guidance {args.sd_guidance}, "
+              f"sampler {args.sd_sampler or 'its own'}, {args.size}²")  # fmt: skip
+
     def draw(prompt: str) -> tuple[torch.Tensor, float]:
+        if sd_models is not None:
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                result = draw_run(sd_settings(prompt), Path(tmp) / "run", models=sd_models)
+                picture = load_image(result.pictures[0])
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(result.pictures[0], args.keep / f"{prompt.replace(' ', '_')}.png")
+            return picture, time.perf_counter() - start
         settings = GenerateSettings(
             prompts=[prompt],
             generator=args.generator,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,26 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
         code = done.code if isinstance(done.code, int) else 1
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def one_error_line(code: int, err: str, expected_code: int = 2) -> str:
+    assert code == expected_code, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every path under ``root`` with its content (links as their target): to prove nothing was written."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            found[key] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[key] = path.read_bytes()
+        else:
+            found[key] = "dir"
+    return found
 
 
 def tiny_settings(clip_spec: str, **changes) -> GenerateSettings:

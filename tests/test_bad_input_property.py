@@ -86,7 +86,10 @@ def _finite_losses(folder: Path) -> bool:
     for name, key in ((rundir.RUN_JSON, "losses"), ("training.json", "final_loss_mean_of_last_50")):
         path = folder / name
         if path.is_file():
-            values = json.loads(path.read_text())[key]
+            stored = json.loads(path.read_text())
+            if key not in stored:  # a method without losses (sd)
+                return True
+            values = stored[key]
             values = values if isinstance(values, list) else [values]
             return all(value is not None and math.isfinite(value) for value in values)
     return True  # a command without losses (score, data, models)
@@ -300,6 +303,79 @@ def test_models_download_refuses_cleanly_or_verifies(name: str) -> None:
         check_outcome("models download", ["models", "download", name], Path(folder), None)
 
 
+# --------------------------------------------------------------------------------------------- Stable Diffusion
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random diffusers pipeline and TAESD (tests/sd_tiny.py), outside the folders the cases write in."""
+    from sd_tiny import make_tiny_autoencoder, make_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-sd")
+    return make_tiny_pipeline(root / "pipeline"), make_tiny_autoencoder(root / "taesd")
+
+
+SD_FLAGS: dict[str, st.SearchStrategy] = {
+    "--size": st.tuples(HOSTILE, HOSTILE) | st.sampled_from([("16", "16"), ("24", "16"), ("20", "16")]),
+    "--steps": HOSTILE, "--guidance": HOSTILE, "--seed": HOSTILE, "--batch": HOSTILE, "--strength": HOSTILE,
+    "--save-every": HOSTILE, "--fps": HOSTILE, "--negative": HOSTILE,
+    "--sampler": HOSTILE | st.sampled_from(["Euler a", "dpm++ 2m karras", "DDIM", "LCM", "Heun", "k_lms"]),
+    "--preview": HOSTILE | st.sampled_from(["taesd", "vae", "none"]),
+    "--decoder": HOSTILE | st.sampled_from(["vae", "taesd"]),
+    "--precision": HOSTILE | st.sampled_from(["auto", "bf16", "fp32"]),
+    "--init-image": HOSTILE_PATHS, "--video": st.just(None), "--gif": st.just(None),
+    "--model": HOSTILE | st.sampled_from(["sd-turbo", "local:missing", "local:notes.txt", "bundled:nope", "hf-hub:x"]),
+    "--tiny-decoder": HOSTILE | st.sampled_from(["taesd", "local:missing", ""]),
+}  # fmt: skip
+SD_COSTLY = {"--steps", "--batch", "--save-every"}
+
+
+@PROPERTY
+@given(changes=_overrides(SD_FLAGS))
+def test_sd_refuses_cleanly_or_draws(tiny_sd: tuple[Path, Path], changes: dict) -> None:
+    changes = {flag: value for flag, value in changes.items()
+               if not (flag in SD_COSTLY and value.isdigit() and int(value) > 8)
+               and not (flag == "--size" and all(side.isdigit() for side in value)
+                        and max(map(int, value)) > 64)}  # fmt: skip
+    pipeline, taesd = tiny_sd
+    base = {"--model": f"local:{pipeline}", "--tiny-decoder": f"local:{taesd}", "--size": ("16", "16"),
+            "--steps": "2", "--precision": "fp32", "--quiet": None, "--out": "run"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        _playground(Path(folder))
+        check_outcome("sd", ["sd", "a red apple", *_argv(base, changes)], Path(folder), Path("run"))
+
+
+def _or_hostile(*valid: str) -> st.SearchStrategy:
+    """Valid values half the time: with few cases, some must finish."""
+    return st.sampled_from(valid) | HOSTILE
+
+
+TRAIN_SD_FLAGS: dict[str, st.SearchStrategy] = {
+    "--size": _or_hostile("16", "32"), "--block-out-channels": _or_hostile("32,32", "32", "32,64,64", "31,32"),
+    "--layers-per-block": _or_hostile("1", "2"), "--head-channels": _or_hostile("32", "16"),
+    "--steps": _or_hostile("1", "3"), "--batch-size": _or_hostile("1", "3"), "--lr": _or_hostile("1e-4", "0.01"),
+    "--warmup-steps": _or_hostile("0", "5"), "--ema": _or_hostile("0", "0.9"), "--snr-gamma": _or_hostile("0", "1"),
+    "--caption-dropout": _or_hostile("0", "1"), "--seed": _or_hostile("0", "7"),
+    "--precision": _or_hostile("bf16", "fp32"), "--prediction": _or_hostile("epsilon", "v_prediction"),
+    "--split": _or_hostile("a", "b", "test", "all"),
+    "--init": HOSTILE | st.sampled_from(["sd-turbo", "local:missing", "bundled:nope"]),
+    "--max-minutes": _or_hostile("10", "0.5"), "--threads": _or_hostile("1"),
+}  # fmt: skip
+FEW = settings(PROPERTY, max_examples=max(PROPERTY.max_examples // 4, 4))
+"""Each finished ``train sd`` case converts the bundled guide and VQGAN (seconds): fewer cases."""
+
+
+@FEW
+@given(changes=_overrides(TRAIN_SD_FLAGS))
+def test_train_sd_refuses_cleanly_or_trains(captions_folder: Path, changes: dict) -> None:
+    big = {"--size", "--layers-per-block", "--steps", "--batch-size", "--head-channels", "--threads"}
+    changes = {flag: value for flag, value in changes.items()
+               if not (flag in big and value.isdigit() and int(value) > 64)}  # fmt: skip
+    base = {"--size": "32", "--block-out-channels": "32,32", "--steps": "2", "--batch-size": "2",
+            "--sample-every": "100", "--threads": "1", "--quiet": None, "--out": "out"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        _playground(Path(folder))
+        check_outcome("train sd", ["train", "sd", captions_folder, *_argv(base, changes)], Path(folder), Path("out"))
+
+
 # --------------------------------------------------------------------------------------------- stored settings
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
@@ -375,8 +451,9 @@ def test_resume_with_any_edited_value_refuses_cleanly_or_finishes(stopped_run: P
 
 def test_the_property_tests_saw_both_outcomes() -> None:
     """A property that only ever saw refusals (or only runs) would prove little: both must have happened."""
-    if len(OUTCOMES) < 9:
+    if len(OUTCOMES) < 11:
         pytest.skip("run with the whole module")
-    for command in ("generate", "train clip", "train vqgan", "train diffusion", "resume", "generate --from"):
+    for command in ("generate", "train clip", "train vqgan", "train diffusion", "resume", "generate --from", "sd",
+                    "train sd"):  # fmt: skip
         assert OUTCOMES[command]["refused"] > 0 and OUTCOMES[command]["finished"] > 0, (command, OUTCOMES[command])
 

@@ -232,12 +232,12 @@ def test_ctrl_c_of_an_endless_run_is_a_normal_end_but_of_a_finite_run_exit_130(
 
     real_optimise = engine.optimise
 
-    def interrupted(job, run_dir, state, on_step=None):
+    def interrupted(job, run, state, on_step=None):
         def stop_at_three(report):
             if report.step == 3:
                 raise KeyboardInterrupt
 
-        return real_optimise(job, run_dir, state, stop_at_three)
+        return real_optimise(job, run, state, stop_at_three)
 
     monkeypatch.setattr(engine, "optimise", interrupted)
     code, out, err = run_cli([*tiny_args(tiny_clip_spec), "-i", "-1", "--out", tmp_path / "endless"], capsys)

@@ -17,32 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ShellPayload, run_cli, tiny_settings
+from helpers import ShellPayload, one_error_line, run_cli, tiny_settings, tree
 from PIL import Image
 
 from dreamcanvas.engine import generate, resume
 from dreamcanvas.outputs import png, rundir
+from dreamcanvas.outputs.run import Run
 from dreamcanvas.training.clip import STATE_NAME as CLIP_STATE_NAME
-
-
-def one_error_line(code: int, err: str, expected_code: int = 2) -> str:
-    assert code == expected_code, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
-
-
-def tree(root: Path) -> dict[str, bytes | str]:
-    """Every path under ``root`` with its content (links as their target): to prove nothing was written."""
-    found: dict[str, bytes | str] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            found[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            found[key] = path.read_bytes()
-        else:
-            found[key] = "dir"
-    return found
 
 
 def tiny_generate_args(clip_spec: str, *extra) -> list[str]:
@@ -201,7 +182,7 @@ def test_run_json_is_strict_json_even_when_a_loss_is_not_finite(tiny_clip_spec: 
 
     run = generate(tiny_settings(tiny_clip_spec, iterations=2, save_every=2), tmp_path / "run")
     state = engine.RunState(step=2, losses=[1.0, float("nan")])
-    engine._write_run_json(run.settings, run.run_dir, state)
+    engine.write_run_json(Run.reopen(run.run_dir, engine.METHOD, run.settings), state)
 
     def refuse(name: str):
         raise ValueError(name)
@@ -440,3 +421,28 @@ def test_data_clipart_refuses_impossible_numbers_before_reading_anything(tmp_pat
     code, _, err = run_cli(["data", "clipart", tmp_path / "corpus", *flags, "-q"], capsys)
     assert flags[0] in one_error_line(code, err)
     assert not (tmp_path / "corpus").exists()
+
+
+def test_a_folder_written_atomically_appears_whole_or_leaves_the_old_one(tmp_path: Path) -> None:
+    """Model folders (train sd's model/, an assembled bundled model) replace the old one only when complete."""
+    from dreamcanvas.files.atomic import folder_atomically
+
+    target = tmp_path / "model"
+    with folder_atomically(target) as staging:
+        (staging / "weights.bin").write_bytes(b"first")
+    assert (target / "weights.bin").read_bytes() == b"first"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
+    with pytest.raises(RuntimeError), folder_atomically(target) as staging:
+        (staging / "weights.bin").write_bytes(b"half")
+        raise RuntimeError("the disk filled up")
+    assert (target / "weights.bin").read_bytes() == b"first"
+    with folder_atomically(target) as staging:
+        (staging / "other.bin").write_bytes(b"second")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no staging or retired folder left
+    assert [path.name for path in target.iterdir()] == ["other.bin"]
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

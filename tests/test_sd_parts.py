@@ -7,8 +7,6 @@ sit in a Hugging Face cache laid out as huggingface_hub lays it out. Every test 
 
 from __future__ import annotations
 
-import inspect
-import itertools
 import json
 from pathlib import Path
 
@@ -183,19 +181,11 @@ def test_settings_round_trip_through_json_and_refuse_unknown_fields():
 
 
 def test_every_setting_has_help_text():
-    """The CLI's help is generated from the fields' docstrings: each field needs one."""
-    import ast
+    """The CLI's options and help are generated from the fields and their docstrings: each field needs one."""
+    from dreamcanvas.records import field_docs
 
-    from dreamcanvas.sd import settings as module
-
-    tree = ast.parse(inspect.getsource(module.SDSettings))
-    body = tree.body[0].body
-    documented = {
-        statement.target.id
-        for statement, following in itertools.pairwise(body)
-        if isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
-    }
-    assert documented == {field for field in SDSettings.__dataclass_fields__}
+    docs = field_docs(SDSettings)
+    assert set(docs) == set(SDSettings.__dataclass_fields__) and all(docs.values())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -402,7 +392,7 @@ def test_the_lcm_lora_is_fused_into_its_base_with_the_lcm_sampler(registered_tin
         ("local:/no/such/folder", "no such folder"),
         ("local:/no/such/model.safetensors", "no such file"),
         ("hf-hub:just-a-name", "hf-hub:ORG/REPO"),
-        ("bundled:tiny-sd", "none ships yet"),
+        ("bundled:no-such-model", "no bundled Stable Diffusion model"),
     ],
 )
 def test_bad_model_specs_are_one_line(spec, words):

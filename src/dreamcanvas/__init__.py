@@ -15,7 +15,10 @@ from dreamcanvas.settings import GenerateSettings
 
 __version__ = "0.1.0"
 
-__all__ = ["DreamcanvasError", "GenerateSettings", "__version__", "generate", "load_diffusion_unet", "resume"]
+__all__ = [
+    "DreamcanvasError", "GenerateSettings", "SDSettings", "__version__", "draw_run", "generate",
+    "load_diffusion_unet", "resume",
+]  # fmt: skip
 
 
 def __getattr__(name: str):
@@ -24,6 +27,10 @@ def __getattr__(name: str):
         from dreamcanvas import engine
 
         return getattr(engine, name)
+    if name in ("SDSettings", "draw_run"):
+        from dreamcanvas import sd
+
+        return getattr(sd, name)
     if name == "load_diffusion_unet":
         from dreamcanvas.generators.diffusion import load_diffusion_unet
 

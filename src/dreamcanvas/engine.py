@@ -12,7 +12,6 @@ checkpoint. So a run stopped at step k and resumed to n is the same, byte for by
 from __future__ import annotations
 
 import math
-import platform
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from dreamcanvas import __version__, memory
+from dreamcanvas import memory
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.files.atomic import WriteFailedError
@@ -29,7 +28,8 @@ from dreamcanvas.files.checkpoints import load_checkpoint, require
 from dreamcanvas.generators import Generator, create_generator, generator_class
 from dreamcanvas.generators.base import SamplingGenerator
 from dreamcanvas.motion import move_picture
-from dreamcanvas.outputs import png, rundir, video
+from dreamcanvas.outputs import png, rundir
+from dreamcanvas.outputs.run import Run
 from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor, default_clip_models, load_perceptor
 from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
@@ -200,16 +200,14 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
 # --- the loop ----------------------------------------------------------------------------------------
 
 
-def _metadata(settings: GenerateSettings, step: int) -> dict[str, Any]:
-    return {"version": __version__, "step": step, "settings": settings.to_dict()}
-
-
+METHOD = "generate"
+"""The name this method's run folders and pictures carry (see :mod:`dreamcanvas.outputs.run`)."""
 CHECKPOINT_SHAPE = {"step": int, "losses": list, "rng_state": torch.Tensor, "generator": dict, "optimizer": dict}
 RESUMABLE_CHANGES = ("iterations",)
 """Settings ``resume`` may change: the others made the checkpoint and must match it."""
 
 
-def _save_checkpoint(job: Job, run_dir: Path, state: RunState) -> None:
+def _save_checkpoint(job: Job, run: Run, state: RunState) -> None:
     checkpoint = {
         "step": state.step,
         "losses": state.losses,
@@ -218,8 +216,8 @@ def _save_checkpoint(job: Job, run_dir: Path, state: RunState) -> None:
         "optimizer": job.optimizer.state_dict() if job.optimizer is not None else {},
         "settings": job.settings.to_dict(),
     }
-    atomic.save_torch(run_dir / rundir.STATE_NAME, checkpoint)
-    _write_run_json(job.settings, run_dir, state)
+    atomic.save_torch(run.folder / rundir.STATE_NAME, checkpoint)
+    write_run_json(run, state)
 
 
 def _edits_since_checkpoint(settings: GenerateSettings, saved: Any) -> list[str]:
@@ -261,26 +259,12 @@ def _load_checkpoint(job: Job, run_dir: Path) -> RunState:
     return RunState(checkpoint["step"], losses, checkpoint["rng_state"])
 
 
-def _write_run_json(settings: GenerateSettings, run_dir: Path, state: RunState) -> None:
-    rundir.write_json(
-        run_dir / rundir.RUN_JSON,
-        {
-            **_metadata(settings, state.step),
-            "losses": [loss if math.isfinite(loss) else None for loss in state.losses],
-            "machine": {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "python": platform.python_version(),
-            },
-        },
-    )
+def write_run_json(run: Run, state: RunState) -> None:
+    """``run.json`` with this method's addition: the loss of every step (null where it was not finite)."""
+    run.write_record(state.step, losses=[loss if math.isfinite(loss) else None for loss in state.losses])
 
 
-def _save_frame(job: Job, run_dir: Path, image: torch.Tensor, step: int) -> None:
-    png.save_png(image, rundir.frame_path(run_dir, step), _metadata(job.settings, step))
-
-
-def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | None = None) -> bool:
+def optimise(job: Job, run: Run, state: RunState, on_step: StepCallback | None = None) -> bool:
     """Run steps ``state.step + 1 ...`` up to ``settings.iterations``; True if it got to the end.
 
     Ctrl-C and crashes leave a checkpoint of the last completed step. The frame of step k is the picture
@@ -294,9 +278,9 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
         while total is None or step < total:
             job.guide.segment = job.story_segment(step)
             image = job.generator()
-            if step > 0 and step % settings.save_every == 0 and not rundir.frame_path(run_dir, step).exists():
-                _save_frame(job, run_dir, image, step)
-                _save_checkpoint(job, run_dir, state)
+            if step > 0 and step % settings.save_every == 0 and not run.frame_path(step).exists():
+                run.save_frame(image, step)
+                _save_checkpoint(job, run, state)
             loss = _advance(job, image, step)
             step += 1
             if settings.zoom and step % settings.zoom_every == 0 and step != total:
@@ -306,14 +290,14 @@ def optimise(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | N
             if on_step is not None:
                 on_step(StepReport(step, total, state.losses[-1]))
     except KeyboardInterrupt:
-        _save_checkpoint(job, run_dir, state)
+        _save_checkpoint(job, run, state)
         return False
     except (DivergedError, WriteFailedError):  # the parameters are not worth saving / the disk cannot take them
         raise
     except BaseException:
-        _save_checkpoint(job, run_dir, state)
+        _save_checkpoint(job, run, state)
         raise
-    _save_checkpoint(job, run_dir, state)
+    _save_checkpoint(job, run, state)
     return True
 
 
@@ -340,7 +324,7 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
         )
 
 
-def finish(job: Job, run_dir: Path, state: RunState, completed: bool) -> Path:
+def finish(job: Job, run: Run, state: RunState, completed: bool) -> Path:
     """Final picture, the last frame, then the videos of all frames.
 
     A stopped run gets no off-schedule frame, so that once resumed its frames are those of a straight run.
@@ -349,14 +333,10 @@ def finish(job: Job, run_dir: Path, state: RunState, completed: bool) -> Path:
     with torch.no_grad():
         image = job.generator()
     on_schedule = completed or state.step % settings.save_every == 0
-    if state.step > 0 and on_schedule and not rundir.frame_path(run_dir, state.step).exists():
-        _save_frame(job, run_dir, image, state.step)
-    final = png.save_png(image, run_dir / rundir.FINAL_NAME, _metadata(settings, state.step))
-    frames = rundir.list_frames(run_dir)
-    if settings.video and frames:
-        video.write_mp4(frames, run_dir / rundir.VIDEO_NAME, settings.fps)
-    if settings.gif and frames:
-        video.write_gif(frames, run_dir / rundir.GIF_NAME, settings.fps)
+    if state.step > 0 and on_schedule and not run.frame_path(state.step).exists():
+        run.save_frame(image, state.step)
+    final = run.save_picture(image, state.step)
+    run.write_films(settings.video, settings.gif, settings.fps)
     return final
 
 
@@ -386,11 +366,8 @@ def generate(
         settings = with_default_diffusion_model(settings)
     job = build_job(settings, perceptors)
     label = (settings.prompts or settings.image_prompts or settings.target_images)[0]
-    run_dir = Path(out) if out is not None else rundir.default_run_dir(Path(outputs_root), label)
-    rundir.create_run_dir(run_dir)
-    state = RunState(rng_state=torch.get_rng_state())
-    _write_run_json(settings, run_dir, state)
-    return _run(job, run_dir, state, on_step)
+    run = Run.start(METHOD, settings, label, out, outputs_root)
+    return _run(job, run, RunState(rng_state=torch.get_rng_state()), on_step)
 
 
 def resume(
@@ -404,6 +381,7 @@ def resume(
     """Continue a stopped run in its own folder; ``iterations`` can extend it past its original length."""
     run_dir = Path(run_dir)
     stored = rundir.read_run_json(run_dir)
+    png.check_method(stored, METHOD, run_dir / rundir.RUN_JSON)
     settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
     if iterations is not None:
         settings = settings.replace(iterations=iterations)
@@ -412,10 +390,10 @@ def resume(
     state = _load_checkpoint(job, run_dir)
     if settings.iterations > 0 and state.step > settings.iterations:
         raise DreamcanvasError(f"the run is already at step {state.step}, past --iterations {settings.iterations}")
-    return _run(job, run_dir, state, on_step)
+    return _run(job, Run.reopen(run_dir, METHOD, settings), state, on_step)
 
 
-def _run(job: Job, run_dir: Path, state: RunState, on_step: StepCallback | None) -> RunResult:
-    completed = optimise(job, run_dir, state, on_step)
-    final = finish(job, run_dir, state, completed)
-    return RunResult(run_dir, final, state.step, completed, state.losses, job.settings)
+def _run(job: Job, run: Run, state: RunState, on_step: StepCallback | None) -> RunResult:
+    completed = optimise(job, run, state, on_step)
+    final = finish(job, run, state, completed)
+    return RunResult(run.folder, final, state.step, completed, state.losses, job.settings)

@@ -21,6 +21,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from dreamcanvas.engine import StepReport
+    from dreamcanvas.training.loop import StepInfo
 
 
 class SpeedColumn(ProgressColumn):
@@ -76,3 +77,10 @@ class LoopProgress(StepProgress):
 
     def __call__(self, report: StepReport) -> None:
         self.update(report.step, report.total, f"loss {report.loss:.4f}")
+
+
+class LossesProgress(StepProgress):
+    """A trainer's bar: its instance is the trainer's ``on_step`` callback, the step's losses its status."""
+
+    def __call__(self, info: StepInfo) -> None:
+        self.update(info.step, info.total, " ".join(f"{name} {value:.4f}" for name, value in info.losses.items()))

@@ -11,7 +11,10 @@ Every failure is a :class:`~dreamcanvas.errors.DreamcanvasError` with a one-line
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import json
 import math
 import types
@@ -47,6 +50,27 @@ def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **limits:
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal right under it), with its lines joined: the help of its flag.
+
+    Read from the class's source, as documentation tools do; a field without one is missing from the result.
+    """
+    body = ast.parse(inspect.getsource(cls)).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs = {}
+    for statement, following in zip(body.body, body.body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
 
 
 def limits_of(field: dataclasses.Field) -> Limits:

@@ -84,6 +84,12 @@ def run_trainer(train: Callable[..., Any], config: Any, progress: Any, state_pat
         stopped("stopped before training began; nothing was saved")
 
 
+def training_summary(result: Any, speed: str) -> str:
+    """The first words of every trainer's last line: ``finished at step 500/500, 1.20 steps/s``."""
+    state = "finished" if result.finished else "stopped (continue with --resume)"
+    return f"{state} at step {result.steps}/{result.total_steps}, {speed}"
+
+
 def _warning_as_one_line(show: object) -> object:
     """Our warnings as ``dreamcanvas: warning: ...`` on stderr; everyone else's as Python prints them."""
 
@@ -162,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(code)
 
 
-COMMAND_MODULES = ["generate", "models", "train_clip", "train_vqgan", "train_diffusion", "data", "score"]
+COMMAND_MODULES = [
+    "generate", "sd", "models", "train_clip", "train_vqgan", "train_diffusion", "train_sd", "data", "score",
+]  # fmt: skip
 """Modules of :mod:`dreamcanvas.cli` that add commands to :data:`app` when imported."""
 
 
@@ -175,5 +183,5 @@ def _register_commands() -> None:
 
 __all__ = [
     "app", "data_app", "fail", "main", "models_app", "run_trainer", "say", "stopped", "train_app",
-    "typed_flags",
+    "training_summary", "typed_flags",
 ]  # fmt: skip

@@ -276,7 +276,7 @@ def _settings_from_png(ctx: typer.Context, path: Path, values: dict[str, Any]) -
     """Stored settings, overridden by the flags the user typed (not by defaults)."""
     from dreamcanvas.outputs.png import read_metadata
 
-    stored = GenerateSettings.from_dict(read_metadata(path)["settings"], f"the settings stored in {path}")
+    stored = GenerateSettings.from_dict(read_metadata(path, "generate")["settings"], f"the settings stored in {path}")
     typed = typed_flags(ctx)
     option_of = {value: key for key, value in _RENAMED.items()}
     option_of.update(width="size", height="size")

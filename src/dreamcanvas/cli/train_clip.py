@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli import run_trainer, say, train_app, training_summary, typed_flags
 from dreamcanvas.cli.options import force_option, max_minutes_option, quiet_option, resume_option, threads_option
 from dreamcanvas.progress import StepProgress
 
@@ -125,9 +125,7 @@ def train_clip_command(
     progress = _TrainClipProgress("train clip")
     state_path = options.out / STATE_NAME
     result = run_trainer(train_clip, options, progress, state_path, resume=resume, quiet=quiet, force=force)
-    state = "finished" if result.finished else "stopped (continue with --resume)"
-    log(f"{state} at step {result.steps}/{result.total_steps}, {result.samples_per_s:.0f} samples/s; "
-        f"model: --clip local-dir:{result.out}")  # fmt: skip
+    log(f"{training_summary(result, f'{result.samples_per_s:.0f} samples/s')}; model: --clip local-dir:{result.out}")
     if result.retrieval:
         r = result.retrieval
         log(f"held-out text->image retrieval over {r['n']} captions: top-1 {r['top1']:.1%}, top-5 {r['top5']:.1%}")

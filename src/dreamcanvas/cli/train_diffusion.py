@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from dreamcanvas.cli import run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli import run_trainer, say, train_app, training_summary, typed_flags
 from dreamcanvas.cli.options import (
     force_option,
     max_minutes_option,
@@ -16,10 +16,7 @@ from dreamcanvas.cli.options import (
     resume_option,
     threads_option,
 )
-from dreamcanvas.progress import StepProgress
-
-if TYPE_CHECKING:
-    from dreamcanvas.training.diffusion import StepInfo
+from dreamcanvas.progress import LossesProgress
 
 MODEL = "Model"
 SCHEDULE = "Schedule"
@@ -144,19 +141,11 @@ def train_diffusion_command(
         config = resumed_config(config, typed_flags(ctx))
 
     log = (lambda message: None) if quiet else say
-    progress = _TrainDiffusionProgress("train diffusion")
+    progress = LossesProgress("train diffusion")
     result = run_trainer(train_diffusion, config, progress, config.out / STATE_NAME, resume=resume, quiet=quiet,
                          force=force)  # fmt: skip
-    state = "finished" if result.finished else "stopped (continue with --resume)"
-    log(f"{state} at step {result.steps}/{result.total_steps}, {result.steps_per_s:.2f} steps/s; "
+    log(f"{training_summary(result, f'{result.steps_per_s:.2f} steps/s')}; "
         f"draw with --generator diffusion --diffusion-model local:{result.out / MODEL_NAME}")  # fmt: skip
     fixed = result.metrics.get("fixed_noise")
     if fixed:
         log(f"fixed-noise loss of the EMA model: mse {fixed['ema']['mse']:.4f}, vb {fixed['ema']['vb']:.4f} bits/dim")
-
-
-class _TrainDiffusionProgress(StepProgress):
-    """The shared bar, fed with the losses of every step."""
-
-    def __call__(self, info: StepInfo) -> None:
-        self.update(info.step, info.total, " ".join(f"{name} {value:.4f}" for name, value in info.losses.items()))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamcanvas.cli import run_trainer, say, train_app, typed_flags
+from dreamcanvas.cli import run_trainer, say, train_app, training_summary, typed_flags
 from dreamcanvas.cli.options import (
     force_option,
     max_minutes_option,
@@ -156,9 +156,8 @@ def train_vqgan_command(
     progress = _TrainVQGANProgress("train vqgan")
     state_path = config.out / STATE_NAME
     result = run_trainer(train_vqgan, config, progress, state_path, resume=resume, quiet=quiet, force=force)
-    state = "finished" if result.finished else "stopped (continue with --resume)"
-    log(f"{state} at step {result.steps}/{result.total_steps}, {result.steps_per_s:.2f} steps/s; "
-        f"use it with --generator vqgan --vqgan-model local:{result.out}")  # fmt: skip
+    log(f"{training_summary(result, f'{result.steps_per_s:.2f} steps/s')}; "
+        f"use it with --generator vqgan --vqgan-model local:{result.out}")
     held_out = result.metrics.get("held_out")
     if held_out:
         log(f"held-out reconstruction: L1 {held_out['l1']:.4f}, PSNR {held_out['psnr']:.1f} dB, "

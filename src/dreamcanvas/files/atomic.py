@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,11 +51,10 @@ def _describe_failure(path: Path, error: OSError, written: int) -> str:
     return f"cannot write {path}: {error.strerror or error} (the previous version of the file is kept)"
 
 
+
 def _creation_mode() -> int:
     """The permissions a plain ``open(path, "w")`` would give: 0666 less the umask (mkstemp gives 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
 
 class _CountingWriter:
@@ -153,3 +152,36 @@ def save_torch(path: str | Path, data: Any) -> Path:
     import torch
 
     return write_atomically(path, lambda file: torch.save(data, file))
+
+
+@contextlib.contextmanager
+def folder_atomically(target: str | Path) -> Iterator[Path]:
+    """A folder that appears at ``target`` whole or not at all (a model folder of many files).
+
+    The block fills the staging folder it is given: beside ``target``, with an unpredictable name, and with the
+    permissions ``mkdir`` would give (``mkdtemp``'s are 0700). When the block ends normally the staging folder
+    takes ``target``'s place (an existing ``target`` is moved aside first, then removed); when it fails, the
+    staging folder is removed and ``target`` is as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        staging.chmod(0o777 & ~_umask())
+        yield staging
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.replace(target, retired / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -424,3 +424,66 @@ def estimate_train_diffusion(config: TrainDiffusionConfig, pictures: int) -> Mem
     summary = (f"{_plural(pictures, 'picture')} at {config.size} px, batch {config.batch_size}, "
                f"{parameters / 1e6:.1f} M parameters")  # fmt: skip
     return _estimate(parts, summary, "use a smaller --size, --batch-size or --num-channels")
+
+
+# ---------------------------------------------------------------------------------------------- Stable Diffusion
+SD_RUNTIME_BYTES = 1_300_000_000
+"""The runtime floor with diffusers and transformers imported too (they add about 0.3 GB to torch's)."""
+SD_DECODER_BYTES_PER_PIXEL_CHANNEL = 8.0
+"""Per output pixel, channel of the VAE decoder's widest (last) level and byte of its dtype: the activations alive
+while it decodes. Calibrated on SD-Turbo 512² (``bench_sd.py``): peak RSS 7.0 GiB in fp32 with the VAE (5.2 GB of
+weights), 3.6 GiB in bf16 with TAESD (2.6 GB of weights)."""
+SD_VAE_LAST_CHANNELS, TAESD_CHANNELS = 128, 64
+"""The widest decoder level at full resolution: SD's VAE (128) and TAESD (64)."""
+_SAFETENSORS_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+
+
+def _stored_element_bytes(path: Path) -> int:
+    """Bytes per weight as ``path`` stores them (a safetensors header's first float tensor; 4 for anything else)."""
+    import json
+    import struct
+
+    try:
+        with path.open("rb") as file:
+            length = struct.unpack("<Q", file.read(8))[0]
+            header = json.loads(file.read(min(length, 100_000_000)))
+    except (OSError, ValueError, struct.error):
+        return FLOAT32
+    dtypes = (info.get("dtype") for key, info in header.items() if key != "__metadata__" and isinstance(info, dict))
+    return next((_SAFETENSORS_DTYPE_BYTES[d] for d in dtypes if d in _SAFETENSORS_DTYPE_BYTES), FLOAT32)
+
+
+def _sd_weights_bytes(spec: str, dtype_bytes: int) -> float:
+    """The model's weights in the working dtype: the registry's download size, or the files of a folder or file."""
+    from dreamcanvas.sd.models import BUNDLED, HF_HUB, REGISTERED, resolve_model
+    from dreamcanvas.weights import registry
+    from dreamcanvas.weights.fetch import snapshot_weights
+
+    kind, target = resolve_model(spec)
+    if kind == REGISTERED:
+        source = registry.find_source(target)
+        base = registry.find_source(source.base) if source is not None and source.base else None
+        size_mb = sum((s.size_mb or 0) for s in (source, base) if s is not None)
+        return size_mb * 1e6 * dtype_bytes / BFLOAT16  # the registered snapshots are the fp16 files
+    if kind == HF_HUB:
+        return 0.0  # nothing known before the download; the loader checks nothing more
+    path = Path(target)
+    files = [path] if path.is_file() else snapshot_weights(path)
+    if kind == BUNDLED and not files:
+        return 0.0
+    return sum(file.stat().st_size * dtype_bytes / _stored_element_bytes(file) for file in files)
+
+
+def estimate_sd(settings: Any) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas sd``: runtime, the weights in the working dtype, and the decoder's activations
+    for the batch (UNet inference without gradients stays well below the decode at every size measured)."""
+    dtype_bytes = _image_dtype_bytes(settings.precision)
+    pixels = settings.width * settings.height
+    channels = TAESD_CHANNELS if settings.decoder == "taesd" else SD_VAE_LAST_CHANNELS
+    parts = {
+        "runtime": SD_RUNTIME_BYTES,
+        "weights": _sd_weights_bytes(settings.model, dtype_bytes),
+        "decoding": settings.batch * pixels * channels * SD_DECODER_BYTES_PER_PIXEL_CHANNEL * dtype_bytes,
+    }
+    summary = f"{_plural(settings.batch, 'picture')} of {settings.width}x{settings.height}, {settings.model}"
+    return _estimate(parts, summary, "use a smaller --size or --batch, or --decoder taesd")

@@ -20,6 +20,8 @@ from dreamcanvas.files.pictures import load_tensor, picture_size
 from dreamcanvas.records import parse_stored_json
 
 METADATA_KEY = "dreamcanvas"
+GENERATE_METHOD = "generate"
+"""The ``method`` of metadata that has none: everything dreamcanvas wrote before ``sd`` existed."""
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -28,11 +30,19 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
-def save_png(image: torch.Tensor, path: Path, metadata: dict[str, Any]) -> Path:
-    """Write atomically (see :mod:`dreamcanvas.files.atomic`): a crash never leaves a half-written picture."""
+def save_png(
+    image: torch.Tensor | Image.Image, path: Path, metadata: dict[str, Any], text: dict[str, str] | None = None
+) -> Path:
+    """Write atomically (see :mod:`dreamcanvas.files.atomic`): a crash never leaves a half-written picture.
+
+    ``metadata`` goes into the ``dreamcanvas`` chunk as JSON; ``text`` adds other tools' chunks (AUTOMATIC1111's
+    ``parameters``), each as UTF-8 text.
+    """
     info = PngImagePlugin.PngInfo()
     info.add_itxt(METADATA_KEY, json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False))
-    picture = to_pil(image)
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)
+    picture = image.convert("RGB") if isinstance(image, Image.Image) else to_pil(image)
     return write_atomically(path, lambda file: picture.save(file, format="PNG", pnginfo=info))
 
 
@@ -40,29 +50,34 @@ MAX_METADATA_BYTES = 1_000_000
 """Settings are a few kilobytes; a bigger text chunk is not ours (and Pillow's own limit is about as large)."""
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata dreamcanvas stored in a PNG, as a JSON object with a ``settings`` object inside.
+def read_text_chunk(path: str | Path, key: str) -> str | None:
+    """The text chunk ``key`` of a picture, or None; too large a chunk is refused (it is not ours).
 
-    Only the text chunks are read (``Image.open`` + the chunks before the pixels): the pixels are never
-    decoded, so a huge or damaged picture costs nothing here.
+    Only the text chunks are read (``Image.open`` + the chunks before the pixels, then the ones after them only if
+    needed): the pixels are never decoded, so a huge or damaged picture costs nothing here.
     """
     path = Path(path)
     if path.is_dir():
         raise DreamcanvasError(f"expected a PNG file, got a folder: {path}")
     try:
         with Image.open(path) as picture:
-            text = picture.info.get(METADATA_KEY)
+            text = picture.info.get(key)
             if text is None and picture.format == "PNG":  # iTXt chunks after the pixels are read by load()
                 picture.load()
-                text = picture.info.get(METADATA_KEY)
+                text = picture.info.get(key)
     except FileNotFoundError:
         raise DreamcanvasError(f"no such picture: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DreamcanvasError(f"cannot read {path} as a picture: {' '.join(str(error).split())}") from None
-    if text is None:
-        raise DreamcanvasError(f"{path} carries no dreamcanvas settings (was it made by dreamcanvas?)")
-    if len(text) > MAX_METADATA_BYTES:
-        raise DreamcanvasError(f"the dreamcanvas settings in {path} are too large to be ours")
+    if text is not None and not isinstance(text, str):
+        raise DreamcanvasError(f"the {key!r} text of {path} is damaged (not text)")
+    if text is not None and len(text) > MAX_METADATA_BYTES:
+        raise DreamcanvasError(f"the {key!r} text in {path} is too large to be settings")
+    return text
+
+
+def parse_metadata(text: str, path: str | Path) -> dict[str, Any]:
+    """The ``dreamcanvas`` chunk's JSON, checked to be an object with a ``settings`` object inside."""
     try:
         metadata = parse_stored_json(text)
     except (json.JSONDecodeError, ValueError):
@@ -71,6 +86,34 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise DreamcanvasError(f"the dreamcanvas settings in {path} are damaged (no 'settings' object)")
     return metadata
 
+
+def read_metadata(path: str | Path, method: str | None = None) -> dict[str, Any]:
+    """The metadata dreamcanvas stored in a PNG, as a JSON object with a ``settings`` object inside.
+
+    With ``method`` (``"generate"``, ``"sd"``), a picture another command made is refused in one line naming the
+    command that re-makes it: the settings of one method mean nothing to another.
+    """
+    text = read_text_chunk(path, METADATA_KEY)
+    if text is None:
+        raise DreamcanvasError(f"{path} carries no dreamcanvas settings (was it made by dreamcanvas?)")
+    metadata = parse_metadata(text, path)
+    if method is not None:
+        check_method(metadata, method, path)
+    return metadata
+
+
+def method_of(metadata: dict[str, Any]) -> str:
+    """The command that made a picture or run; ``generate`` for those written before others existed."""
+    method = metadata.get("method", GENERATE_METHOD)
+    return method if isinstance(method, str) else repr(method)
+
+
+def check_method(metadata: dict[str, Any], method: str, source: str | Path) -> None:
+    made_by = method_of(metadata)
+    if made_by != method:
+        raise DreamcanvasError(
+            f"{source} was made by 'dreamcanvas {made_by}', not 'dreamcanvas {method}': use that command instead"
+        )
 
 
 def check_image(path: str | Path) -> None:

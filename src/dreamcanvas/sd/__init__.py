@@ -8,6 +8,8 @@
   checkpoints, ``bundled:``) loaded as diffusers pipelines in the working dtype; TAESD decoders.
 * :mod:`~dreamcanvas.sd.pipeline` - :func:`draw`: one call of the diffusers pipeline, seeded per picture,
   with a hook after every step for previews.
+* :mod:`~dreamcanvas.sd.run` - :func:`draw_run`: a picture as a dreamcanvas run (folder, preview frames,
+  both kinds of PNG settings, video), by the contract of :mod:`dreamcanvas.outputs.run`.
 
 Importing this package is light: diffusers and transformers load when a model or scheduler is first made.
 """
@@ -23,18 +25,23 @@ from dreamcanvas.sd.models import (
     working_dtype,
 )
 from dreamcanvas.sd.parameters import format_parameters, parse_parameters, settings_from_parameters
-from dreamcanvas.sd.pipeline import decode_preview, draw, with_seed
+from dreamcanvas.sd.pipeline import decode_preview, decode_with_vae, draw, with_seed
+from dreamcanvas.sd.run import SDResult, draw_run, load_models
 from dreamcanvas.sd.samplers import a1111_name, canonical_name, make_scheduler, sampler_names
 from dreamcanvas.sd.settings import SDSettings
 
 __all__ = [
+    "SDResult",
     "SDSettings",
     "a1111_name",
     "canonical_name",
     "decode_preview",
+    "decode_with_vae",
     "draw",
+    "draw_run",
     "format_parameters",
     "is_model_spec",
+    "load_models",
     "load_pipeline",
     "load_tiny_decoder",
     "make_scheduler",

@@ -76,10 +76,12 @@ def _resolve_local(spec: str, path: Path) -> tuple[str, str]:
 
 
 def _resolve_bundled(spec: str, name: str) -> tuple[str, str]:
+    from dreamcanvas.sd.bundled import is_parts_folder
+
     folder = registry.bundled_dir(name)
-    if not name or not (folder / MODEL_INDEX).is_file():
+    if not name or not ((folder / MODEL_INDEX).is_file() or is_parts_folder(folder)):
         raise DreamcanvasError(
-            f"--model {spec}: no bundled Stable Diffusion model {name!r} in this installation (none ships yet); "
+            f"--model {spec}: no bundled Stable Diffusion model {name!r} in this installation; "
             f"use {', '.join(_pipeline_names()[:2])} or local:DIR"
         )
     return BUNDLED, str(folder)
@@ -268,6 +270,12 @@ def _load_text_to_image(spec: str, dtype: torch.dtype) -> Any:
     if kind == HF_HUB:
         return _from_folder(fetch_diffusers_repo(target, model_name=spec), dtype, spec)
     folder = Path(target)
+    if kind == BUNDLED:
+        from dreamcanvas.sd.bundled import is_parts_folder, materialize
+
+        if is_parts_folder(folder):  # only the UNet ships: the rest is assembled from the bundled guide and VQGAN
+            _verify_folder(folder, spec)
+            folder = materialize(folder)
     _verify_folder(folder, spec)
     return _from_folder(folder, dtype, spec)
 
@@ -276,7 +284,8 @@ def load_pipeline(spec: str, dtype: torch.dtype, *, for_image_to_image: bool = F
     """The diffusers pipeline of ``spec`` in ``dtype``, text-to-image or image-to-image.
 
     The image-to-image pipeline is made ``from_pipe`` of the text-to-image one: the same modules, no copy.
-    diffusers' own progress bar is off (dreamcanvas shows its own, from ``draw``'s ``on_step``).
+    diffusers' own progress bar is off (dreamcanvas shows its own, from ``draw``'s ``on_step``); the CPU speed
+    levers that measurably pay are applied (:func:`~dreamcanvas.sd.speed.prepare_for_cpu`).
     """
     pipe = _load_text_to_image(spec, dtype)
     if for_image_to_image:
@@ -284,7 +293,9 @@ def load_pipeline(spec: str, dtype: torch.dtype, *, for_image_to_image: bool = F
 
         pipe = AutoPipelineForImage2Image.from_pipe(pipe)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    from dreamcanvas.sd.speed import prepare_for_cpu
+
+    return prepare_for_cpu(pipe)
 
 
 # ------------------------------------------------------------------------------------------------- TAESD
@@ -309,4 +320,7 @@ def load_tiny_decoder(name: str, dtype: torch.dtype = torch.float32) -> Any:
             known = [s.name for s in registry.list_sources() if s.kind == TINY_DECODER_KIND]
             raise DreamcanvasError(f"unknown tiny decoder {name!r}; choose one of: {', '.join(known)}, or local:DIR")
         folder = fetch_snapshot(spec)
-    return AutoencoderTiny.from_pretrained(str(folder), **_dtype_argument(dtype), local_files_only=True).eval()
+    from dreamcanvas.sd.speed import prepare_tiny_decoder
+
+    return prepare_tiny_decoder(AutoencoderTiny.from_pretrained(str(folder), **_dtype_argument(dtype),
+                                                                local_files_only=True))  # fmt: skip

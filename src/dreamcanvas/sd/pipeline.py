@@ -19,6 +19,9 @@ from PIL import Image
 from dreamcanvas.sd.samplers import make_scheduler
 from dreamcanvas.sd.settings import SDSettings
 
+RANDOM_SEEDS = 2**32
+"""A random seed is drawn below this, as AUTOMATIC1111 draws them: short enough to type (any up to 2**63 - 1 works)."""
+
 StepHook = Callable[[int, int, torch.Tensor], None]
 """``on_step(step_index, total_steps, latents)``: ``step_index`` counts from 0; ``total_steps`` is the number of
 UNet calls, which is ``steps`` for most samplers and about twice that for Heun and DPM2 (two calls a step)."""
@@ -28,7 +31,7 @@ def with_seed(settings: SDSettings) -> SDSettings:
     """``settings`` with ``seed -1`` replaced by a random seed, so the seed used can be stored with the picture."""
     if settings.seed != -1:
         return settings
-    return settings.replace(seed=random.SystemRandom().randrange(2**63 - 1))
+    return settings.replace(seed=random.SystemRandom().randrange(RANDOM_SEEDS))
 
 
 def generators_for(settings: SDSettings) -> list[torch.Generator]:
@@ -120,7 +123,7 @@ def draw(
         images = runner(**arguments).images
     finally:
         runner.scheduler = own_scheduler
-    return _to_pictures(decode_preview(images, tiny_decoder)) if use_tiny else list(images)
+    return to_pictures(decode_preview(images, tiny_decoder)) if use_tiny else list(images)
 
 
 def decode_preview(latents: torch.Tensor, tiny_decoder: Any) -> torch.Tensor:
@@ -135,6 +138,22 @@ def decode_preview(latents: torch.Tensor, tiny_decoder: Any) -> torch.Tensor:
     return (decoded.float() / 2 + 0.5).clamp(0, 1)
 
 
-def _to_pictures(images: torch.Tensor) -> list[Image.Image]:
-    pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def decode_with_vae(latents: torch.Tensor, vae: Any) -> torch.Tensor:
+    """Pictures in [0, 1] from a step's latents through the model's own VAE: exact, as the final picture is made.
+
+    The pipeline holds latents multiplied by the VAE's ``scaling_factor`` (and shifted by ``shift_factor``, for the
+    models that have one); both are undone as diffusers does before decoding.
+    """
+    with torch.no_grad():
+        scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+        shift = getattr(vae.config, "shift_factor", None)
+        if shift:
+            scaled = scaled + shift
+        decoded = vae.decode(scaled).sample
+    return (decoded.float() / 2 + 0.5).clamp(0, 1)
+
+
+def to_pictures(images: torch.Tensor) -> list[Image.Image]:
+    """``(batch, 3, H, W)`` in [0, 1] -> 8-bit RGB pictures, rounding to nearest."""
+    pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(picture) for picture in pixels]

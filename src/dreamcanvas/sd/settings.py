@@ -45,9 +45,9 @@ class SDSettings(SettingsRecord):
     seed: int = setting(-1, low=0, high=2**63 - 1, special=(-1,))
     """-1 picks a random seed; the seed used is stored, so the picture can be made again."""
     width: int = setting(512, low=LATENT_SCALE, high=MAX_SIDE, flag="--size")
-    """Picture width in pixels, a multiple of 8."""
+    """Width and height of the picture in pixels (--size W H), each a multiple of 8."""
     height: int = setting(512, low=LATENT_SCALE, high=MAX_SIDE, flag="--size")
-    """Picture height in pixels, a multiple of 8."""
+    """Picture height in pixels, a multiple of 8 (the second value of --size)."""
     batch: int = setting(1, low=1, high=MAX_BATCH)
     """Pictures per run; picture k uses seed + k, so any one of them can be made again alone."""
     init_image: str | None = setting(None, nonempty=True)
@@ -60,6 +60,8 @@ class SDSettings(SettingsRecord):
     """What decodes the preview frames: taesd (fast, approximate), vae (exact, slow) or none."""
     decoder: str = setting("vae", choices=DECODERS)
     """What decodes the final picture: vae (the model's own) or taesd (several times faster, a little softer)."""
+    tiny_decoder: str = ""
+    """The TAESD of --preview/--decoder taesd: empty = taesd or taesdxl, as the model needs; or local:DIR."""
     precision: str = setting("auto", choices=PRECISIONS)
     """Weights and compute in bf16 or fp32; auto = bf16 on CPUs with native bf16 (AMX / AVX512-BF16)."""
     video: bool = False

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.files import atomic
 from dreamcanvas.files.checkpoints import load_checkpoint, require
 from dreamcanvas.records import read_record
 
@@ -78,3 +80,44 @@ def restore(load: Callable[[], None], path: Path) -> None:
         raise DreamcanvasError(
             f"--resume: {path} does not fit this model ({' '.join(str(error).split())[:200]})"
         ) from None
+
+
+STATE_SHAPE = {"run": dict, "options": dict, "data_fingerprint": str}
+"""What every trainer's ``train_state.pt`` holds: the run (weights, optimisers, step, losses), its options and a
+fingerprint of the data it learns from."""
+
+
+def save_state(path: Path, run_state: dict[str, Any], options: dict[str, Any], data_fingerprint: str) -> None:
+    """Everything ``resume`` needs, written atomically (a Ctrl-C while saving leaves the previous state)."""
+    atomic.save_torch(path, {"format": 1, "run": run_state, "options": options, "data_fingerprint": data_fingerprint})
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """``train_state.pt``, weights-only (nothing in it can run code) and checked for the keys resuming needs."""
+    return load_training_state(path, STATE_SHAPE)
+
+
+def resumed_options(config: Options, explicit: set[str], per_session: tuple[str, ...], path: Path) -> Options:
+    """The options saved in ``path``, except those given explicitly now and those of ``per_session`` (``--resume``).
+
+    ``config`` is a trainer's config dataclass with a ``saved()`` method naming the options that define a run.
+    """
+    session = {name: getattr(config, name) for name in per_session}
+    saved = saved_options(type(config), load_state(path)["options"], session, path)
+    kept = {name: getattr(saved, name) for name in saved.saved() if name not in explicit}  # type: ignore[attr-defined]
+    return replace(config, **kept)  # type: ignore[type-var]
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def check_resumable(config: Any, state: dict[str, Any], data_fingerprint: str) -> None:
+    """``--resume`` continues a run exactly: its defining options (``config.saved()``) and its data unchanged."""
+    saved = state["options"]
+    clashes = [name for name, value in config.saved().items() if _comparable(value) != _comparable(saved.get(name))]
+    if clashes:
+        changes = ", ".join(f"--{n.replace('_', '-')} {saved.get(n)} -> {getattr(config, n)}" for n in clashes)
+        raise DreamcanvasError(f"--resume continues the saved run exactly; these would change it: {changes}")
+    if state["data_fingerprint"] != data_fingerprint:
+        raise DreamcanvasError(f"--resume: the pictures under {config.data_dir} changed since the run started")

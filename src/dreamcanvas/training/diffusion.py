@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamcanvas import memory
+from dreamcanvas import memory, training
 from dreamcanvas.data.captions import iter_images
 from dreamcanvas.diffusion import (
     ddim_step,
@@ -69,9 +69,9 @@ from dreamcanvas.models.guided_unet import (
     build_unet,
 )
 from dreamcanvas.records import check_record, setting
-from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
-from dreamcanvas.training.loop import train_until
-from dreamcanvas.training.vqgan import Pictures, center_crop, check_resumable, fingerprint, open_picture, save_grid
+from dreamcanvas.training import output_folder, restore, torch_threads
+from dreamcanvas.training.loop import StepInfo, train_until
+from dreamcanvas.training.vqgan import Pictures, center_crop, fingerprint, open_picture, save_grid
 
 STATE_NAME = "train_state.pt"
 """Everything ``--resume`` needs: raw weights, EMA, AdamW moments, the step and the loss history."""
@@ -126,17 +126,6 @@ class TrainDiffusionConfig:
     def saved(self) -> dict[str, Any]:
         """The options that define the run (what ``--resume`` restores and checks)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
-
-
-@dataclass
-class StepInfo:
-    """What the progress callback sees after each optimiser step."""
-
-    step: int
-    total: int
-    losses: dict[str, float]
-    """``loss`` (= ``mse`` + ``vb``), ``mse`` (noise prediction) and ``vb`` (the variance's bound, bits/dim)."""
-    steps_per_s: float
 
 
 @dataclass
@@ -314,7 +303,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> Non
 
 def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, config: TrainDiffusionConfig,
                schedule: DiffusionSchedule) -> dict[str, float]:  # fmt: skip
-    """One AdamW update on a batch of ``[0, 1]`` pictures, then the EMA; returns the batch's mean losses.
+    """One AdamW update on a batch of ``[0, 1]`` pictures, then the EMA; returns the batch's mean losses:
+    ``loss`` (= ``mse`` + ``vb``), ``mse`` (noise prediction) and ``vb`` (the variance's bound, bits/dim).
 
     Timesteps (uniform over the 1000) and noise come from ``generator``; the UNet runs under bf16 autocast
     if asked, the diffusion arithmetic and the losses in fp32.
@@ -389,25 +379,16 @@ def export(run: Run, config: TrainDiffusionConfig) -> None:
 
 
 def save_state(run: Run, config: TrainDiffusionConfig, data_fingerprint: str) -> None:
-    """Everything ``resume`` needs, written atomically (a Ctrl-C while saving leaves the previous state)."""
-    state = {"format": 1, "run": run.state_dict(), "options": config.saved(), "data_fingerprint": data_fingerprint}
-    atomic.save_torch(config.out / STATE_NAME, state)
-
-
-STATE_SHAPE = {"run": dict, "options": dict, "data_fingerprint": str}
+    training.save_state(config.out / STATE_NAME, run.state_dict(), config.saved(), data_fingerprint)
 
 
 def load_state(out: Path) -> dict[str, Any]:
-    """``train_state.pt``, weights-only (nothing in it can run code) and checked for the keys resuming needs."""
-    return load_training_state(out / STATE_NAME, STATE_SHAPE)
+    return training.load_state(out / STATE_NAME)
 
 
 def resumed_config(config: TrainDiffusionConfig, explicit: set[str]) -> TrainDiffusionConfig:
     """The saved run's options, except those given explicitly now (the CLI's ``--resume``)."""
-    session = {name: getattr(config, name) for name in RESUME_PER_SESSION}
-    saved = saved_options(TrainDiffusionConfig, load_state(config.out)["options"], session, config.out / STATE_NAME)
-    kept = {name: getattr(saved, name) for name in saved.saved() if name not in explicit}
-    return replace(config, **kept)
+    return training.resumed_options(config, explicit, RESUME_PER_SESSION, config.out / STATE_NAME)
 
 
 @torch.no_grad()
@@ -476,7 +457,7 @@ def _train(config: TrainDiffusionConfig, resume: bool, on_step: Callable[[StepIn
     run = Run.create(config)
     if resume:
         state = load_state(config.out)
-        check_resumable(config, state, data)
+        training.check_resumable(config, state, data.fingerprint)
         restore(lambda: run.load_state_dict(state["run"]), config.out / STATE_NAME)
     log(f"{len(data.train)} pictures; {sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters")
     schedule = linear_schedule(TRAINED_STEPS)

@@ -25,6 +25,16 @@ class Stepping(Protocol):
 
 
 @dataclass
+class StepInfo:
+    """What the progress callback sees after each optimiser step (trainers with more to say extend it)."""
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    steps_per_s: float
+
+
+@dataclass
 class LoopTimes:
     """How long this session trained, for the report."""
 

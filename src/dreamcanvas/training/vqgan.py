@@ -33,7 +33,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dreamcanvas import memory
+from dreamcanvas import memory, training
 from dreamcanvas.data.captions import iter_images
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
@@ -50,7 +50,7 @@ from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
 from dreamcanvas.records import check_record, setting
-from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
+from dreamcanvas.training import loop, output_folder, restore, torch_threads
 from dreamcanvas.training.loop import train_until
 
 STATE_NAME = "train_state.pt"
@@ -111,14 +111,10 @@ class TrainVQGANConfig:
 
 
 @dataclass
-class StepInfo:
-    """What the progress callback sees after each optimiser step."""
+class StepInfo(loop.StepInfo):
+    """What the progress callback sees after each optimiser step, with the codebook's use."""
 
-    step: int
-    total: int
-    losses: dict[str, float]
-    steps_per_s: float
-    codes_used: float
+    codes_used: float = 0.0
     """Fraction of codebook rows picked between the last two dead-code checks (so far, before the first)."""
     restarted: int = 0
 
@@ -429,39 +425,16 @@ def export(run: Run, config: TrainVQGANConfig) -> None:
 
 
 def save_state(run: Run, config: TrainVQGANConfig, data_fingerprint: str) -> None:
-    """Everything ``resume`` needs, written atomically (a Ctrl-C while saving leaves the previous state)."""
-    state = {"format": 1, "run": run.state_dict(), "options": config.saved(), "data_fingerprint": data_fingerprint}
-    atomic.save_torch(config.out / STATE_NAME, state)
-
-
-STATE_SHAPE = {"run": dict, "options": dict, "data_fingerprint": str}
+    training.save_state(config.out / STATE_NAME, run.state_dict(), config.saved(), data_fingerprint)
 
 
 def load_state(out: Path) -> dict[str, Any]:
-    """``train_state.pt``, weights-only (nothing in it can run code) and checked for the keys resuming needs."""
-    return load_training_state(out / STATE_NAME, STATE_SHAPE)
-
-
-def _comparable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple | list) else value
-
-
-def check_resumable(config: TrainVQGANConfig, state: dict[str, Any], data: Pictures) -> None:
-    saved = state["options"]
-    clashes = [name for name, value in config.saved().items() if _comparable(value) != _comparable(saved.get(name))]
-    if clashes:
-        changes = ", ".join(f"--{n.replace('_', '-')} {saved.get(n)} -> {getattr(config, n)}" for n in clashes)
-        raise DreamcanvasError(f"--resume continues the saved run exactly; these would change it: {changes}")
-    if state["data_fingerprint"] != data.fingerprint:
-        raise DreamcanvasError(f"--resume: the pictures under {config.data_dir} changed since the run started")
+    return training.load_state(out / STATE_NAME)
 
 
 def resumed_config(config: TrainVQGANConfig, explicit: set[str]) -> TrainVQGANConfig:
     """The saved run's options, except those given explicitly now (the CLI's ``--resume``)."""
-    session = {name: getattr(config, name) for name in RESUME_PER_SESSION}
-    saved = saved_options(TrainVQGANConfig, load_state(config.out)["options"], session, config.out / STATE_NAME)
-    kept = {name: getattr(saved, name) for name in saved.saved() if name not in explicit}
-    return replace(config, **kept)
+    return training.resumed_options(config, explicit, RESUME_PER_SESSION, config.out / STATE_NAME)
 
 
 def write_metrics(config: TrainVQGANConfig, run: Run, data: Pictures, seconds: float, steps_per_s: float) -> dict:
@@ -509,7 +482,7 @@ def _train(config: TrainVQGANConfig, resume: bool, on_step: Callable[[StepInfo],
     run = Run.create(config)
     if resume:
         state = load_state(config.out)
-        check_resumable(config, state, data)
+        training.check_resumable(config, state, data.fingerprint)
         restore(lambda: run.load_state_dict(state["run"]), config.out / STATE_NAME)
     log(f"{len(data.train)} training pictures, {len(data.val)} held out; "
         f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M parameters, f={run.model.factor}")  # fmt: skip
