@@ -41,6 +41,7 @@ from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
+from dreamcanvas.training.loop import epoch_batch
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -222,10 +223,7 @@ class Batches:
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``step``: a slice of epoch ``step // steps_per_epoch``'s permutation (seeded by epoch)."""
-        per_epoch = self.steps_per_epoch(batch_size)
-        epoch, position = divmod(step, per_epoch)
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        chosen = order[position * batch_size : (position + 1) * batch_size]
+        chosen = epoch_batch(step, batch_size, len(self), seed)
         return self.images[self.image_of_pair[chosen]].float() / 255, self.tokens[chosen]
 
 

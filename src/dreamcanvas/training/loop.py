@@ -17,11 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from dreamcanvas.errors import DreamcanvasError
 
 
 class Stepping(Protocol):
     step: int
+
+
+def epoch_batch(step: int, batch_size: int, count: int, seed: int) -> torch.Tensor:
+    """The indices of batch ``step``: a slice of its epoch's permutation of ``count`` items, seeded by the epoch
+    alone, so any step's batch is known without replaying the ones before it (exact resume)."""
+    epoch, position = divmod(step, max(1, count // batch_size))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[position * batch_size : (position + 1) * batch_size]
 
 
 @dataclass

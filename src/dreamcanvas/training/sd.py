@@ -51,7 +51,7 @@ from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.clip import data_fingerprint, load_images, select_pairs
 from dreamcanvas.training.diffusion import autocast, ema_rate, update_ema
-from dreamcanvas.training.loop import StepInfo, train_until
+from dreamcanvas.training.loop import StepInfo, epoch_batch, train_until
 
 STATE_NAME = "train_state.pt"
 MODEL_DIR, METRICS_NAME, SAMPLES_DIR = "model", "metrics.json", "samples"
@@ -220,10 +220,7 @@ class Data:
 
     def batch(self, step: int, batch_size: int, seed: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step``: a slice of its epoch's permutation, each latent flipped or not, captions dropped."""
-        per_epoch = max(1, len(self) // batch_size)
-        epoch, position = divmod(step, per_epoch)
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        chosen = order[position * batch_size : (position + 1) * batch_size]
+        chosen = epoch_batch(step, batch_size, len(self), seed)
         draws = torch.Generator().manual_seed(seed * 1_000_033 + step)
         flips = torch.randint(2, (len(chosen),), generator=draws)
         dropped = torch.rand(len(chosen), generator=draws) < dropout
@@ -283,26 +280,24 @@ def cached_latents(vae: Any, pictures: torch.Tensor, out: Path, fingerprint: str
     return latents
 
 
-def load_data(config: TrainSDConfig, log: Callable[[str], None]) -> tuple[list[Pair], torch.Tensor]:
+def load_data(config: TrainSDConfig, log: Callable[[str], None]) -> tuple[list[Pair], torch.Tensor, torch.Tensor]:
+    """The training pairs, their distinct pictures (uint8) and each pair's picture index."""
     pairs = load_pairs(config.data_dir)
     training, _ = select_pairs(pairs, config.split or None, "test")
     index: dict[Path, int] = {}
     for pair in training:
         index.setdefault(pair.image, len(index))
     log(f"reading {len(index)} pictures ({len(training)} captions) under {config.data_dir}")
-    return training, load_images(list(index), config.size)
+    picture_of_pair = torch.tensor([index[pair.image] for pair in training])
+    return training, load_images(list(index), config.size), picture_of_pair
 
 
-def prepare_data(pipe: Any, pairs: list[Pair], pictures: torch.Tensor, config: TrainSDConfig,
-                 log: Callable[[str], None]) -> Data:  # fmt: skip
-    index: dict[Path, int] = {}
-    for pair in pairs:
-        index.setdefault(pair.image, len(index))
-    fingerprint = data_fingerprint(pairs, config.data_dir)
+def prepare_data(pipe: Any, pairs: list[Pair], pictures: torch.Tensor, picture_of_pair: torch.Tensor,
+                 fingerprint: str, config: TrainSDConfig, log: Callable[[str], None]) -> Data:  # fmt: skip
     latents = cached_latents(pipe.vae, pictures, config.out, f"{fingerprint}:{config.size}", log)
     captions = [pair.caption for pair in pairs]
-    return Data(latents, torch.tensor([index[pair.image] for pair in pairs]), tokenize(pipe.tokenizer, captions),
-                tokenize(pipe.tokenizer, [""])[0], captions, fingerprint)  # fmt: skip
+    return Data(latents, picture_of_pair, tokenize(pipe.tokenizer, captions), tokenize(pipe.tokenizer, [""])[0],
+                captions, fingerprint)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -491,7 +486,7 @@ def train_sd(config: TrainSDConfig, resume: bool = False, on_step: Callable[[Ste
 
 def _train(config: TrainSDConfig, resume: bool, on_step: Callable[[StepInfo], None] | None,
            log: Callable[[str], None]) -> TrainSDResult:  # fmt: skip
-    pairs, pictures = load_data(config, log)
+    pairs, pictures, picture_of_pair = load_data(config, log)
     fingerprint = data_fingerprint(pairs, config.data_dir)
     state = None
     if resume:
@@ -500,7 +495,7 @@ def _train(config: TrainSDConfig, resume: bool, on_step: Callable[[StepInfo], No
     pipe = base_pipeline(config, pictures)
     pipe.text_encoder.requires_grad_(False).eval()
     pipe.vae.requires_grad_(False).eval()
-    data = prepare_data(pipe, pairs, pictures, config, log)
+    data = prepare_data(pipe, pairs, pictures, picture_of_pair, fingerprint, config, log)
     del pictures
     run = Run.create(pipe.unet, config)
     if state is not None:

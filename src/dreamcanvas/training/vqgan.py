@@ -214,11 +214,8 @@ class Pictures:
     def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
         """Batch number ``step`` in ``[0, 1]``: epoch-wise shuffled pictures, each randomly cropped and flipped."""
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        per_epoch = max(1, len(self.train) // batch_size)
-        epoch, position = divmod(step, per_epoch)
         if len(self.train) >= batch_size:
-            order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            chosen = order[position * batch_size : (position + 1) * batch_size].tolist()
+            chosen = loop.epoch_batch(step, batch_size, len(self.train), seed).tolist()
         else:  # fewer pictures than a batch: draw with replacement
             chosen = torch.randint(len(self.train), (batch_size,), generator=generator).tolist()
         crops = [self._random_crop(self.train[i], generator) for i in chosen]
