@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+OUT_HELP = "Run folder, must not exist (default: outputs/DATE-NAME)."
 FORCE_HELP = "Run even when the memory estimate says it will not fit in the memory available."
 THREADS_HELP = (
     "CPU threads (default: torch's choice); on a busy machine 1 is often faster. Resume with the same value for "
@@ -42,3 +45,18 @@ def max_minutes_option(panel: str | None = None) -> Any:
 
 def threads_option(panel: str | None = None) -> Any:
     return typer.Option(help=THREADS_HELP, rich_help_panel=panel, show_default=False)
+
+
+def keyword_parameter(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    """One keyword parameter of a command whose signature is built from a settings record."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def run_parameters(panel: str) -> list[inspect.Parameter]:
+    """``--out``, ``--force`` and ``--quiet``: the options of every run-making command that are not settings."""
+    out = typer.Option("--out", "-o", help=OUT_HELP, rich_help_panel=panel, show_default=False)
+    return [
+        keyword_parameter("out", None, Annotated[Path | None, out]),
+        keyword_parameter("force", False, Annotated[bool, force_option(panel)]),
+        keyword_parameter("quiet", False, Annotated[bool, quiet_option()]),
+    ]

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dreamcanvas.cli.options import keyword_parameter
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import field_docs, flag_of, limits_of
 
@@ -63,19 +64,15 @@ def _parameter(cls: type, option: Option, panels: dict[str, str], optional: set[
     if not flag.startswith("--"):
         info: Any = typer.Argument(help=_help(cls, first), show_default=False)
         if required:
-            return _keyword(option.name, inspect.Parameter.empty, Annotated[hint, info])
-        return _keyword(option.name, None, Annotated[hint | None, info])
+            return keyword_parameter(option.name, inspect.Parameter.empty, Annotated[hint, info])
+        return keyword_parameter(option.name, None, Annotated[hint | None, info])
     if len(option.fields) > 1:
         hint = tuple[tuple(hints[name] for name in option.fields)]  # type: ignore[misc]
         default = tuple(fields[name].default for name in option.fields)
     elif _is_list(hint):
         hint, default = str, ",".join(str(value) for value in default)
     info = typer.Option(flag, help=_help(cls, first), rich_help_panel=panel, show_default=default not in (None, ""))
-    return _keyword(option.name, inspect.Parameter.empty if required else default, Annotated[hint, info])
-
-
-def _keyword(name: str, default: Any, annotation: Any) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    return keyword_parameter(option.name, inspect.Parameter.empty if required else default, Annotated[hint, info])
 
 
 def _numbers(text: str, flag: str, kind: type) -> tuple:
@@ -99,7 +96,8 @@ def record_values(cls: type, values: dict[str, Any], only: Iterable[str] | None 
     """The record's fields from a command's parsed ``values`` (``size=(w, h)`` -> ``width=w, height=h``).
 
     ``only`` keeps just the options of those names (those the user typed, for ``--from``). An optional positional
-    argument left out becomes ``""``, so the record's own check names it ("the prompt must not be empty").
+    argument left out becomes ``""`` (``[]`` for a list of them), so the record's own check names it ("the prompt
+    must not be empty").
     """
     chosen = None if only is None else set(only)
     fields = {field.name: field for field in dataclasses.fields(cls)}
@@ -114,7 +112,7 @@ def record_values(cls: type, values: dict[str, Any], only: Iterable[str] | None 
         elif _is_list(hints[first]) and isinstance(value, str):
             record[first] = _numbers(value, flag_of(fields[first]), typing.get_args(hints[first])[0])
         elif value is None and not flag_of(fields[first]).startswith("--"):
-            record[first] = ""
+            record[first] = [] if typing.get_origin(hints[first]) is list else ""
         else:
             record[first] = value
     return record

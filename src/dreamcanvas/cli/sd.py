@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from dreamcanvas.cli import app, typed_flags
-from dreamcanvas.cli.options import force_option, quiet_option
+from dreamcanvas.cli.options import keyword_parameter, run_parameters
 from dreamcanvas.cli.records import record_parameters, record_values
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.sd.settings import SDSettings
@@ -29,25 +29,16 @@ PANELS = {
 }
 """The ``--help`` panel of each setting (presentation only: flags and help live on the record)."""
 
-def _keyword(name: str, default: Any, annotation: Any) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-
-OUT_HELP = "Run folder, must not exist (default: outputs/DATE-PROMPT)."
 FROM_HELP = (
     "Re-make a picture from the settings in its PNG: dreamcanvas's own, or AUTOMATIC1111's 'parameters' text "
     "(other tools' pictures); flags given override them."
 )
 CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 COMMAND_OPTIONS = [
-    _keyword("out", None, Annotated[
-        Path | None, typer.Option("--out", "-o", help=OUT_HELP, rich_help_panel=OUTPUT, show_default=False)
-    ]),
-    _keyword("from_png", None, Annotated[
+    keyword_parameter("from_png", None, Annotated[
         Path | None, typer.Option("--from", help=FROM_HELP, rich_help_panel=OUTPUT, show_default=False)
     ]),
-    _keyword("force", False, Annotated[bool, force_option(OUTPUT)]),
-    _keyword("quiet", False, Annotated[bool, quiet_option()]),
+    *run_parameters(OUTPUT),
 ]  # fmt: skip
 """The options of the command that are not settings."""
 NOT_SETTINGS = ("out", "from_png", "force", "quiet")

@@ -93,6 +93,21 @@ def open_rgb(path: str | Path, fit: tuple[int, int] | None = None, *, cover: boo
         return _flatten(picture, factor, scale)
 
 
+def open_with_alpha(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
+    """The picture at full size as 8-bit RGB and, when it has transparency, its alpha as an ``L`` picture.
+
+    Unlike :func:`open_rgb` nothing is composited: the colours of see-through pixels are kept as they are, so
+    that an upscaler does not draw white fringes where the alpha later hides them (``upscale`` resizes the alpha
+    separately). Pictures of more than 8 bits a sample become 8-bit as in :func:`open_rgb`.
+    """
+    with _opened(Path(path)) as picture:
+        picture.load()
+        if picture.mode in _WIDE_MODES or not _has_transparency(picture):
+            return _flatten(picture, 1, _wide_scale(picture)), None
+        rgba = picture.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A")
+
+
 def load_tensor(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     """The picture as ``(1, 3, H, W)`` float32 in ``[0, 1]``, resized with LANCZOS to ``size = (width, height)``.
 

@@ -19,6 +19,7 @@ from dreamcanvas.memory.estimates import (
     estimate_train_clip,
     estimate_train_diffusion,
     estimate_train_vqgan,
+    estimate_upscale,
 )
 from dreamcanvas.memory.shapes import (
     ClipShape,
@@ -44,6 +45,7 @@ __all__ = [
     "estimate_train_clip",
     "estimate_train_diffusion",
     "estimate_train_vqgan",
+    "estimate_upscale",
     "total_memory",
     "vqgan_parameters",
     "vqgan_shape",

@@ -487,3 +487,42 @@ def estimate_sd(settings: Any) -> MemoryEstimate:
     }
     summary = f"{_plural(settings.batch, 'picture')} of {settings.width}x{settings.height}, {settings.model}"
     return _estimate(parts, summary, "use a smaller --size or --batch, or --decoder taesd")
+
+
+# ---------------------------------------------------------------------------------------------- upscale
+UPSCALE_RUNTIME_BYTES = 800_000_000
+"""torch, spandrel and Pillow imported, before any picture (measured in ``benchmarks/bench_upscale.py``)."""
+UPSCALE_ACTIVATION_BYTES = {"ESRGAN": 220.0, "RealESRGAN Compact": 40.0}
+"""Per output pixel of one padded tile and byte of the working dtype, the activations alive at the peak of a
+forward pass (RRDBNet: its 64-channel features at 4x with the nearest-upsampled copy and the convolution's
+workspace). Measured in ``benchmarks/bench_upscale.py``; other architectures take RRDBNet's, the larger."""
+RGB_PICTURE_BYTES = 4
+"""Pillow keeps an RGB picture as 4 bytes a pixel."""
+
+
+def estimate_upscale(
+    size: tuple[int, int],
+    scale: int,
+    final: tuple[int, int],
+    tile: int,
+    pad: int,
+    parameters: int,
+    dtype_bytes: int,
+    architecture: str,
+) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas upscale``: runtime, weights, the input in float32, one tile's activations,
+    the assembled picture (and its resized copy for ``--outscale``)."""
+    width, height = size
+    tile_pixels = min(tile + 2 * pad, width) * min(tile + 2 * pad, height) if tile else width * height
+    per_pixel = UPSCALE_ACTIVATION_BYTES.get(architecture, max(UPSCALE_ACTIVATION_BYTES.values()))
+    assembled = width * height * scale * scale * RGB_PICTURE_BYTES
+    resized = final[0] * final[1] * RGB_PICTURE_BYTES if final != (width * scale, height * scale) else 0
+    parts = {
+        "runtime": UPSCALE_RUNTIME_BYTES,
+        "weights": parameters * dtype_bytes,
+        "input": width * height * 3 * FLOAT32,
+        "tile": tile_pixels * scale * scale * per_pixel * dtype_bytes,
+        "picture": assembled + resized,
+    }
+    summary = f"{width}x{height} to {final[0]}x{final[1]}, " + (f"{tile}-pixel tiles" if tile else "no tiles")
+    return _estimate(parts, summary, "use a smaller --tile")

@@ -42,7 +42,10 @@ def save_png(
     info.add_itxt(METADATA_KEY, json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False))
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
-    picture = image.convert("RGB") if isinstance(image, Image.Image) else to_pil(image)
+    if isinstance(image, Image.Image):
+        picture = image if image.mode in ("RGB", "RGBA") else image.convert("RGB")  # upscale keeps transparency
+    else:
+        picture = to_pil(image)
     return write_atomically(path, lambda file: picture.save(file, format="PNG", pnginfo=info))
 
 

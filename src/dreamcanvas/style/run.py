@@ -1,0 +1,594 @@
+"""``dreamcanvas style`` as a run: settings in, a run folder out, by the contract every method shares.
+
+**gatys** optimises the picture itself through VGG-19 (:mod:`~dreamcanvas.style.gatys`), scale by scale: the
+first of ``--sizes`` starts from the content picture (or faint noise), every later one from the picture before
+it, enlarged. Step k of the run is step ``k % iterations`` of scale ``k // iterations``. A frame (the picture
+after k steps, enlarged to the final size so that a video has one size) and a checkpoint are written every
+``save_every`` steps and at the end of every scale; ``--resume RUN_DIR`` continues from the last one to the same
+bytes as a run that was never stopped: the checkpoint holds the picture, the optimiser (L-BFGS's history) and
+the random state, and each scale's targets are computed again from the same files the same way.
+
+**fast** is one pass of Magenta's network (:mod:`~dreamcanvas.style.fast`): no steps, no frames, no checkpoint.
+``--method auto`` (the default) is gatys when the VGG-19 weights can be had, else fast with one warning.
+
+Everything that can be wrong with the settings is found in :func:`preflight`, before a model is loaded or a file
+written; the weights are fetched (or found missing) before the run folder is made.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavailableError
+from dreamcanvas.files import atomic
+from dreamcanvas.files.checkpoints import load_checkpoint, require
+from dreamcanvas.files.pictures import load_tensor, open_rgb, picture_size
+from dreamcanvas.memory import MemoryEstimate, check_fits
+from dreamcanvas.outputs import png, rundir
+from dreamcanvas.outputs.run import Run
+from dreamcanvas.style.colors import keep_original_colors
+from dreamcanvas.style.gatys import Losses, StyleObjective, blend_grams, gram_matrix, normalised_weights
+from dreamcanvas.style.settings import MIN_SIDE, StyleSettings
+from dreamcanvas.style.vgg import VGGFeatures, from_pixel_space, load_vgg, resolve_vgg, to_pixel_space, weights_file
+
+METHOD = "style"
+"""The name this method's run folders and pictures carry."""
+CHECKPOINT_SHAPE = {"step": int, "losses": list, "rng_state": torch.Tensor, "pixels": torch.Tensor, "optimizer": dict}
+RANDOM_INIT_SCALE = 0.001
+"""``--init random``: Gaussian noise of this deviation in 0-255 pixel space around the mean pixel (neural-style's)."""
+
+
+@dataclass
+class StepReport:
+    """What the loop tells its observer (progress bar, tests) after every step."""
+
+    step: int
+    total: int
+    loss: float
+    """The total loss before the step; its parts below (weighted as in the total: content_weight * content ...)."""
+    content: float = 0.0
+    style: float = 0.0
+    tv: float = 0.0
+    scale: int = 0
+    """Which of ``--sizes`` the step ran at (from 0)."""
+
+
+StepCallback = Callable[[StepReport], None]
+
+
+@dataclass
+class StyleResult:
+    run_dir: Path
+    image_path: Path
+    settings: StyleSettings
+    """The settings the run used: a concrete seed, and the method that drew it (gatys or fast)."""
+    step: int
+    completed: bool
+    """False when the run was stopped (Ctrl-C) before its last step; ``--resume RUN_DIR`` continues it."""
+    losses: list[float] = field(default_factory=list)
+    """The total loss before each step (gatys)."""
+
+
+@dataclass(frozen=True)
+class StylePart:
+    """One style picture and its blend weight (before normalising)."""
+
+    path: str
+    weight: float = 1.0
+
+
+def parse_style(spec: str) -> StylePart:
+    """``PATH[:weight]``. A path that exists is a path, colons and all; otherwise a number after the last colon
+    is the weight, and anything else after a colon of an existing picture is a weight that is not a number."""
+    if Path(spec).exists():
+        return StylePart(spec)
+    head, colon, tail = spec.rpartition(":")
+    if not colon or not head:
+        return StylePart(spec)
+    try:
+        weight = float(tail)
+    except ValueError:
+        if Path(head).exists():
+            raise DreamcanvasError(f"STYLE {spec!r}: the weight {tail!r} is not a number (PATH:weight, e.g. "
+                                   f"{head}:0.5)") from None  # fmt: skip
+        return StylePart(spec)
+    if not math.isfinite(weight) or weight < 0:
+        raise DreamcanvasError(f"STYLE {spec!r}: the weight must be a finite number >= 0, got {tail!r}")
+    return StylePart(head, weight)
+
+
+def _picture_size(path: str, what: str) -> tuple[int, int]:
+    try:
+        return picture_size(path)
+    except DreamcanvasError as error:
+        raise DreamcanvasError(f"{what}: {error}") from None
+
+
+def scaled_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """``size`` resized so that its longer side is ``longest`` (neural-style's rounding: down)."""
+    width, height = size
+    factor = longest / max(width, height)
+    return max(1, int(width * factor)), max(1, int(height * factor))
+
+
+def scale_sizes(settings: StyleSettings, content_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """``(width, height)`` of the picture at each scale of ``--sizes``."""
+    return [scaled_size(content_size, longest) for longest in settings.sizes]
+
+
+def style_side(settings: StyleSettings, longest: int) -> int:
+    """The longer side a style picture is read at, at a scale whose picture's longer side is ``longest``."""
+    return max(1, int(longest * settings.style_scale))
+
+
+def with_seed(settings: StyleSettings) -> StyleSettings:
+    """``seed -1`` replaced by a random seed, so that the run can be stored and made again."""
+    return settings.replace(seed=secrets.randbelow(2**31)) if settings.seed == -1 else settings
+
+
+def fast_bf16_available() -> bool:
+    """True on CPUs with native bf16 matrix units (AMX or AVX512-BF16): the test ``--precision auto`` makes."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def working_dtype(precision: str) -> torch.dtype:
+    """VGG-19's dtype: bf16 when asked, or for ``auto`` where the CPU has native bf16; fp32 otherwise.
+
+    Measured in benchmarks/bench_style.py: bf16 halves the seconds per step on an AVX512-BF16 CPU; the losses
+    and Gram matrices stay in fp32 (see :mod:`dreamcanvas.style.gatys`).
+    """
+    if precision == "bf16" or (precision == "auto" and fast_bf16_available()):
+        return torch.bfloat16
+    return torch.float32
+
+
+# ------------------------------------------------------------------------------------------------- memory
+RUNTIME_BYTES = 450e6
+"""Python, torch, torchvision and onnxruntime loaded (measured RSS before any picture: about 400 MB)."""
+VGG_FILE_BYTES = 575e6
+"""Reading a VGG-19 file holds all of it (the classifier too) until the features are taken."""
+ACTIVATION_BYTES_PER_PIXEL = {torch.float32: 4400.0, torch.bfloat16: 3300.0}
+"""VGG-19 to relu5_1, forward kept for the backward, per picture pixel (measured by benchmarks/bench_style.py's
+peak RSS at 256 and 512 px, less the weights: the bf16 run keeps fp32 copies of the tapped layers)."""
+
+
+def estimate_memory(settings: StyleSettings, largest: tuple[int, int], dtype: torch.dtype) -> MemoryEstimate:
+    """Peak memory of a gatys run, at its largest scale: the network, its activations, the optimiser's history."""
+    pixels = largest[0] * largest[1]
+    history = 2 * settings.lbfgs_history if settings.optimizer == "lbfgs" else 2
+    parts = {
+        "runtime": RUNTIME_BYTES,
+        "weights": VGG_FILE_BYTES,
+        "activations": pixels * ACTIVATION_BYTES_PER_PIXEL[dtype],
+        "optimiser": pixels * 3 * 4 * (history + 2),
+    }
+    rounded = {name: math.ceil(size) for name, size in parts.items()}
+    summary = f"picture {largest[0]}x{largest[1]}, {settings.optimizer}"
+    remedy = "use a smaller last --sizes, a smaller --lbfgs-history or --optimizer adam"
+    return MemoryEstimate(sum(rounded.values()), rounded, summary, remedy)
+
+
+# ------------------------------------------------------------------------------------------------- preflight
+@dataclass(frozen=True)
+class Plan:
+    """What preflight found out: the style pictures with normalised weights, and each scale's size."""
+
+    styles: list[StylePart]
+    weights: list[float]
+    sizes: list[tuple[int, int]]
+
+
+def plan(settings: StyleSettings) -> Plan:
+    """Read the pictures' headers (never their pixels) and check every size the run will use."""
+    content_size = _picture_size(settings.content, "CONTENT")
+    styles = [parse_style(spec) for spec in settings.styles]
+    style_sizes = [_picture_size(part.path, "STYLE") for part in styles]
+    weights = normalised_weights([part.weight for part in styles])
+    sizes = scale_sizes(settings, content_size)
+    if min(sizes[0]) < MIN_SIDE:
+        raise DreamcanvasError(
+            f"--sizes {settings.sizes[0]}: the content picture becomes {sizes[0][0]}x{sizes[0][1]}, and each side "
+            f"needs at least {MIN_SIDE} pixels (VGG-19 halves it 4 times); start with a larger size"
+        )
+    if settings.method != "fast":
+        for part, size in zip(styles, style_sizes, strict=True):
+            smallest = scaled_size(size, style_side(settings, settings.sizes[0]))
+            if min(smallest) < MIN_SIDE:
+                raise DreamcanvasError(
+                    f"STYLE {part.path}: read at {smallest[0]}x{smallest[1]} for the first scale, and each side "
+                    f"needs at least {MIN_SIDE} pixels; use a larger --style-scale or first size"
+                )
+    return Plan(styles, weights, sizes)
+
+
+def preflight(settings: StyleSettings, out: str | Path | None = None, *, force: bool = False) -> StyleSettings:
+    """Everything checked before anything is loaded or written; returns the settings with a concrete seed.
+
+    A run whose memory estimate exceeds the memory available is refused, unless ``force``.
+    """
+    settings = with_seed(settings)
+    settings.validate()
+    found = plan(settings)
+    if settings.method == "fast":
+        from dreamcanvas.style.fast import models_dir
+
+        models_dir()
+    else:
+        resolve_vgg(settings.vgg, settings.vgg_layout)
+        check_fits(estimate_memory(settings, found.sizes[-1], working_dtype(settings.precision)), force=force)
+    if out is not None:
+        rundir.check_new_run_dir(Path(out))
+    return settings
+
+
+# ------------------------------------------------------------------------------------------------- models
+def taps(settings: StyleSettings) -> tuple[str, ...]:
+    """Every VGG-19 layer a run reads, content layers first."""
+    return tuple(dict.fromkeys([*settings.content_layers, *settings.style_layers]))
+
+
+def load_network(settings: StyleSettings) -> tuple[StyleSettings, VGGFeatures | None]:
+    """The method that will draw and its network: ``(settings with method gatys, VGG-19)`` or ``(.. fast, None)``.
+
+    ``--method auto`` falls back to fast, with one warning, when the VGG-19 weights are neither cached nor
+    downloadable now; ``--method gatys`` then fails in one line instead.
+    """
+    if settings.method == "fast":
+        return settings, None
+    resolved = resolve_vgg(settings.vgg, settings.vgg_layout)
+    try:
+        path = weights_file(resolved)
+    except ModelUnavailableError as error:
+        if settings.method == "gatys":
+            raise
+        warnings.warn(f"drawing with --method fast (Magenta's network) instead: {error}", DreamcanvasWarning,
+                      stacklevel=2)  # fmt: skip
+        return settings.replace(method="fast"), None
+    network = load_vgg(path, resolved.layout, taps(settings), pooling=settings.pooling,
+                       dtype=working_dtype(settings.precision), where=f"--vgg {settings.vgg}")  # fmt: skip
+    return settings.replace(method="gatys"), network
+
+
+# ------------------------------------------------------------------------------------------------- gatys
+@dataclass
+class RunState:
+    """What a checkpoint holds: the step reached, its losses, the random state, the picture and the optimiser."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
+    pixels: torch.Tensor | None = None
+    """The picture after ``step`` steps, in pixel space, at its scale's size."""
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    """The optimiser's state after ``step`` steps; empty at the end of a scale (the next starts afresh)."""
+
+
+def make_optimizer(settings: StyleSettings, pixels: torch.Tensor) -> torch.optim.Optimizer:
+    """L-BFGS one iteration per ``step()`` call (the same sequence as one call of many, with a frame between any
+    two), no stopping tolerances (neural-style's), or Adam."""
+    if settings.optimizer == "lbfgs":
+        return torch.optim.LBFGS([pixels], lr=1, max_iter=1, history_size=settings.lbfgs_history,
+                                 tolerance_grad=-1, tolerance_change=-1)  # fmt: skip
+    return torch.optim.Adam([pixels], lr=settings.lr)
+
+
+class DivergedError(DreamcanvasError):
+    """The loss stopped being a finite number; the last checkpoint is kept."""
+
+
+class _Gatys:
+    """One gatys run in a run folder: the scales, the step loop, frames and checkpoints."""
+
+    def __init__(self, settings: StyleSettings, network: VGGFeatures, found: Plan,
+                 on_step: StepCallback | None) -> None:  # fmt: skip
+        self.settings, self.network, self.plan, self.on_step = settings, network, found, on_step
+        self.run: Run | None = None
+        self.final_size = found.sizes[-1]
+        self.total = settings.total_steps
+        self._colors: torch.Tensor | None = None
+        self._prepared: dict[int, StyleObjective] = {}
+        self.consistent = True
+        """False only while the optimiser updates the picture and its history: a stop then is not saved."""
+
+    # --- targets
+    def prepare(self, scale: int) -> None:
+        """Decode the pictures and compute a scale's targets now: before the run folder is made, a picture whose
+        header is fine but whose data is broken fails with nothing written."""
+        self._prepared[scale] = self.objective(self.plan.sizes[scale])
+
+    def objective(self, size: tuple[int, int]) -> StyleObjective:
+        """The content features and blended style Gram matrices at one scale."""
+        settings, network = self.settings, self.network
+        with torch.no_grad():
+            content = network(to_pixel_space(load_tensor(settings.content, size)))
+            grams = []
+            for part in self.plan.styles:
+                style_size = scaled_size(picture_size(part.path), style_side(settings, max(size)))
+                features = network(to_pixel_space(load_tensor(part.path, style_size)))
+                grams.append({layer: gram_matrix(features[layer]) for layer in settings.style_layers})
+        return StyleObjective(
+            content_targets={layer: content[layer] for layer in settings.content_layers},
+            style_targets=blend_grams(grams, self.plan.weights),
+            content_weight=settings.content_weight,
+            style_weight=settings.style_weight,
+            tv_weight=settings.tv_weight,
+        )
+
+    def first_picture(self, state: RunState, scale: int) -> torch.Tensor:
+        """Where a scale starts: the content or noise (first scale), else the picture before, enlarged."""
+        size = self.plan.sizes[scale]
+        if scale > 0:
+            assert state.pixels is not None
+            return F.interpolate(state.pixels, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+        if self.settings.init == "random":
+            return torch.randn(1, 3, size[1], size[0]) * RANDOM_INIT_SCALE
+        return to_pixel_space(load_tensor(self.settings.content, size))
+
+    # --- pictures
+    def picture(self, pixels: torch.Tensor) -> torch.Tensor | Image.Image:
+        """What a frame or the final picture shows: the picture at the final size, with the content's colours if
+        asked."""
+        image = from_pixel_space(pixels)
+        if tuple(image.shape[-2:]) != (self.final_size[1], self.final_size[0]):
+            image = _enlarged(image, self.final_size)
+        if self.settings.original_colors:
+            if self._colors is None:
+                self._colors = load_tensor(self.settings.content, self.final_size)
+            image = keep_original_colors(image, self._colors)
+        return image
+
+    def on_schedule(self, step: int) -> bool:
+        return step % self.settings.save_every == 0 or step % self.settings.iterations == 0
+
+    # --- checkpoints
+    def save_checkpoint(self, state: RunState) -> None:
+        assert state.pixels is not None and self.run is not None
+        checkpoint = {
+            "step": state.step,
+            "losses": state.losses,
+            "rng_state": state.rng_state,
+            "pixels": state.pixels.detach(),
+            "optimizer": state.optimizer,
+            "settings": self.settings.to_dict(),
+        }
+        atomic.save_torch(self.run.folder / rundir.STATE_NAME, checkpoint)
+        self.write_record(state, completed=False)
+
+    def write_record(self, state: RunState, *, completed: bool) -> None:
+        assert self.run is not None
+        losses = [loss if math.isfinite(loss) else None for loss in state.losses]
+        self.run.write_record(state.step, completed=completed, losses=losses,
+                              sizes=[list(size) for size in self.plan.sizes])  # fmt: skip
+
+    # --- the loop
+    def optimise(self, state: RunState) -> bool:
+        """Steps ``state.step + 1`` to the end; True when it got there, False when stopped (Ctrl-C)."""
+        torch.set_rng_state(state.rng_state)
+        try:
+            while state.step < self.total:
+                self.run_scale(state, state.step // self.settings.iterations)
+        except KeyboardInterrupt:
+            if self.consistent and state.pixels is not None and state.step > 0:
+                self.save_checkpoint(state)
+            return False
+        return True
+
+    def run_scale(self, state: RunState, scale: int) -> None:
+        settings = self.settings
+        objective = self._prepared.pop(scale, None) or self.objective(self.plan.sizes[scale])
+        starting = state.step % settings.iterations == 0
+        pixels = (self.first_picture(state, scale) if starting else state.pixels).detach().clone()
+        pixels.requires_grad_(True)
+        optimizer = make_optimizer(settings, pixels)
+        if not starting:
+            optimizer.load_state_dict(state.optimizer)
+        end = (scale + 1) * settings.iterations
+        while state.step < end:
+            parts = self.step(objective, pixels, optimizer)
+            loss = float(parts.total)
+            state.step += 1
+            state.losses.append(loss)
+            state.rng_state = torch.get_rng_state()
+            state.pixels = pixels.detach()
+            state.optimizer = {} if state.step == end else optimizer.state_dict()
+            if not math.isfinite(loss):
+                raise DivergedError(f"the loss became {loss} at step {state.step}: the run diverged (try a lower "
+                                    "--style-weight or --lr)")  # fmt: skip
+            if self.on_schedule(state.step):
+                assert self.run is not None
+                self.run.save_frame(self.picture(state.pixels), state.step)
+                self.save_checkpoint(state)
+            if self.on_step is not None:
+                self.on_step(StepReport(state.step, self.total, loss, parts.content, parts.style, parts.tv, scale))
+
+    def step(self, objective: StyleObjective, pixels: torch.Tensor, optimizer: torch.optim.Optimizer) -> Losses:
+        """One optimiser step; the losses before it (``total`` detached).
+
+        Only the forward and backward passes may be interrupted safely: the optimiser's own update is marked, so
+        that a stop there does not save a half-made state."""
+        evaluated: list[Losses] = []
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            losses = objective(self.network(pixels), pixels)
+            losses.total.backward()
+            evaluated.append(losses)
+            self.consistent = False  # from here the optimiser changes the picture and its history
+            return losses.total
+
+        optimizer.step(closure)
+        self.consistent = True
+        first = evaluated[0]
+        return Losses(first.total.detach(), first.content, first.style, first.tv)
+
+    def finish(self, state: RunState, completed: bool) -> Path:
+        """The final picture (also after a stop: the picture so far), the record and the films."""
+        assert state.pixels is not None and self.run is not None
+        final = self.run.save_picture(self.picture(state.pixels), state.step)
+        self.write_record(state, completed=completed)
+        self.run.write_films(self.settings.video, self.settings.gif, self.settings.fps)
+        return final
+
+
+def _enlarged(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A smaller scale's picture at the final size (LANCZOS, on the 8-bit picture a frame would hold)."""
+    picture = png.to_pil(image).resize(size, Image.Resampling.LANCZOS)
+    return _tensor(picture)
+
+
+def _tensor(picture: Image.Image) -> torch.Tensor:
+    """An 8-bit RGB picture as ``(1, 3, H, W)`` float32 in 0-1."""
+    return torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
+# ------------------------------------------------------------------------------------------------- resume
+RESUMABLE_CHANGES = ("method",)
+"""What may differ between ``run.json`` and the checkpoint: nothing the picture depends on."""
+
+
+def _shape_at(found: Plan, step: int, iterations: int) -> tuple[int, int, int, int]:
+    """The shape the checkpoint's picture has after ``step`` steps (the previous scale's at a scale's end)."""
+    scale = (step - 1) // iterations
+    width, height = found.sizes[scale]
+    return (1, 3, height, width)
+
+
+def load_state(run_dir: Path, settings: StyleSettings, found: Plan) -> RunState:
+    """``state.pt`` of a stopped run, checked against its settings: every refusal or damage is one line."""
+    path = run_dir / rundir.STATE_NAME
+    if not path.is_file():
+        raise DreamcanvasError(f"{run_dir} has no {rundir.STATE_NAME} to resume from (stopped before its first "
+                               "checkpoint?)")  # fmt: skip
+    where = f"{rundir.STATE_NAME} in {run_dir}"
+    checkpoint = require(load_checkpoint(path, "checkpoint"), CHECKPOINT_SHAPE, where)
+    saved, now = checkpoint.get("settings"), settings.to_dict()
+    if isinstance(saved, dict):
+        edits = [f"{name} {saved.get(name)!r} -> {now[name]!r}" for name in now
+                 if name not in RESUMABLE_CHANGES and name in saved and saved[name] != now[name]]  # fmt: skip
+        if edits:
+            raise DreamcanvasError(f"cannot resume: {rundir.RUN_JSON} in {run_dir} was edited since the checkpoint "
+                                   f"was saved ({'; '.join(edits)}); put those back")  # fmt: skip
+    step = checkpoint["step"]
+    if not 0 < step <= settings.total_steps:
+        raise DreamcanvasError(f"cannot resume: {where} is at step {step}, outside the run's 1..{settings.total_steps}")
+    rng_state, reference = checkpoint["rng_state"], torch.get_rng_state()
+    if rng_state.dtype != reference.dtype or rng_state.shape != reference.shape:
+        raise DreamcanvasError(f"cannot resume: {where} is damaged (its random-number state is not one)")
+    pixels = checkpoint["pixels"]
+    if pixels.dtype != torch.float32 or tuple(pixels.shape) != _shape_at(found, step, settings.iterations):
+        raise DreamcanvasError(f"cannot resume: {where} is damaged (its picture is {tuple(pixels.shape)}, not the "
+                               f"{_shape_at(found, step, settings.iterations)} of step {step})")  # fmt: skip
+    if not all(isinstance(loss, float | int | None) for loss in checkpoint["losses"]):
+        raise DreamcanvasError(f"cannot resume: {where} is damaged ('losses' holds something else than numbers)")
+    optimizer = checkpoint["optimizer"]
+    if step % settings.iterations:
+        try:
+            make_optimizer(settings, pixels.clone().requires_grad_(True)).load_state_dict(optimizer)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise DreamcanvasError(f"cannot resume: {where} does not fit --optimizer {settings.optimizer} ({reason})"
+                                   ) from None  # fmt: skip
+    losses = [float("nan") if loss is None else float(loss) for loss in checkpoint["losses"]]
+    return RunState(step, losses, rng_state, pixels, optimizer)
+
+
+# ------------------------------------------------------------------------------------------------- public API
+def _label(settings: StyleSettings, found: Plan) -> str:
+    """The run folder's name: the content's and the styles' file names (``outputs/<date>-tubingen-starry``)."""
+    return "-".join([Path(settings.content).stem, *(Path(part.path).stem for part in found.styles)])
+
+
+def draw_fast(settings: StyleSettings, found: Plan) -> torch.Tensor:
+    """The content, at its own size, drawn by Magenta's network with the blended style (``--method fast``)."""
+    from dreamcanvas.style.fast import FastStylizer
+
+    stylizer = FastStylizer()
+    content = open_rgb(settings.content)
+    side = (stylizer.style_side, stylizer.style_side)
+    styles = [open_rgb(part.path, side, cover=True) for part in found.styles]
+    image = _tensor(stylizer.stylize(content, stylizer.blended_vector(styles, found.weights)))
+    return keep_original_colors(image, _tensor(content)) if settings.original_colors else image
+
+
+def stylize(
+    settings: StyleSettings,
+    out: str | Path | None = None,
+    *,
+    outputs_root: str | Path = "outputs",
+    on_step: StepCallback | None = None,
+    network: VGGFeatures | None = None,
+    force: bool = False,
+) -> StyleResult:
+    """Draw ``settings.content`` in the style of ``settings.styles`` into a new run folder (``out``, which must not
+    exist, or ``outputs_root/<date>-<names>``).
+
+    ``network`` lets a caller reuse a loaded VGG-19 (tests, benchmarks, the studio) for a gatys run. Everything
+    that can be wrong is found before a model is loaded or a file written; ``force`` runs even when the memory
+    estimate says it will not fit.
+    """
+    settings = preflight(settings, out, force=force)
+    found = plan(settings)
+    if network is None or settings.method == "fast":
+        settings, network = load_network(settings)
+    else:
+        settings = settings.replace(method="gatys")
+    if network is None:  # fast: drawn before the folder is made, so a broken picture writes nothing
+        image = draw_fast(settings, found)
+        run = Run.start(METHOD, settings, _label(settings, found), out, outputs_root)
+        final = run.save_picture(image, 1)
+        run.write_record(1, completed=True)
+        return StyleResult(run.folder, final, settings, 1, True)
+    job = _Gatys(settings, network, found, on_step)
+    job.prepare(0)
+    torch.manual_seed(settings.seed)
+    state = RunState(rng_state=torch.get_rng_state())
+    job.run = Run.start(METHOD, settings, _label(settings, found), out, outputs_root)
+    return _finish(job, state)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    on_step: StepCallback | None = None,
+    network: VGGFeatures | None = None,
+    force: bool = False,
+) -> StyleResult:
+    """Continue a stopped gatys run in its own folder, to the same bytes as a run never stopped."""
+    run_dir = Path(run_dir)
+    stored = rundir.read_run_json(run_dir)
+    png.check_method(stored, METHOD, run_dir / rundir.RUN_JSON)
+    settings = StyleSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
+    if settings.method != "gatys":
+        raise DreamcanvasError(f"{run_dir} was drawn in one pass (--method {settings.method}): nothing to resume")
+    if stored.get("completed") is True:
+        raise DreamcanvasError(f"the run in {run_dir} is finished: {stored['step']} of {settings.total_steps} steps")
+    settings = preflight(settings, force=force)
+    found = plan(settings)
+    state = load_state(run_dir, settings, found)
+    if network is None:
+        settings, network = load_network(settings)
+    job = _Gatys(settings, network, found, on_step)
+    job.prepare(state.step // settings.iterations if state.step < settings.total_steps else len(found.sizes) - 1)
+    job.run = Run.reopen(run_dir, METHOD, settings)
+    return _finish(job, state)
+
+
+def _finish(job: _Gatys, state: RunState) -> StyleResult:
+    completed = job.optimise(state)
+    if state.pixels is None:  # stopped before the first step ended: nothing to show or resume
+        raise KeyboardInterrupt
+    final = job.finish(state, completed)
+    assert job.run is not None
+    return StyleResult(job.run.folder, final, job.settings, state.step, completed, state.losses)
