@@ -29,7 +29,7 @@ from dreamcanvas.generators import Generator, create_generator, generator_class
 from dreamcanvas.generators.base import SamplingGenerator
 from dreamcanvas.motion import move_picture
 from dreamcanvas.outputs import png, rundir
-from dreamcanvas.outputs.run import Run
+from dreamcanvas.outputs.run import Run, read_stopped
 from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor, default_clip_models, load_perceptor
 from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
@@ -380,9 +380,7 @@ def resume(
 ) -> RunResult:
     """Continue a stopped run in its own folder; ``iterations`` can extend it past its original length."""
     run_dir = Path(run_dir)
-    stored = rundir.read_run_json(run_dir)
-    png.check_method(stored, METHOD, run_dir / rundir.RUN_JSON)
-    settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
+    _, settings = read_stopped(run_dir, METHOD, GenerateSettings)
     if iterations is not None:
         settings = settings.replace(iterations=iterations)
     settings = preflight(settings, force=force)

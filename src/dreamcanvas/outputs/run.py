@@ -19,7 +19,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -28,6 +28,7 @@ from dreamcanvas import __version__
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.records import SettingsRecord
 
+SettingsRecordType = TypeVar("SettingsRecordType", bound=SettingsRecord)
 Picture = torch.Tensor | Image.Image
 """A ``(1, 3, H, W)`` tensor in ``[0, 1]`` or an RGB picture."""
 
@@ -40,6 +41,15 @@ def run_metadata(method: str, settings: SettingsRecord, step: int) -> dict[str, 
 def machine() -> dict[str, Any]:
     """Where a run ran: bit-identical results need the same torch and thread count."""
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def read_stopped(folder: str | Path, method: str, record: type[SettingsRecordType]
+                 ) -> tuple[dict[str, Any], SettingsRecordType]:  # fmt: skip
+    """A run folder's ``run.json`` and its settings, for ``resume``: refused if another method wrote it."""
+    folder = Path(folder)
+    stored = rundir.read_run_json(folder)
+    png.check_method(stored, method, folder / rundir.RUN_JSON)
+    return stored, record.from_dict(stored["settings"], f"the settings in {folder / rundir.RUN_JSON}")
 
 
 @dataclass

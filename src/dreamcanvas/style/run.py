@@ -36,7 +36,7 @@ from dreamcanvas.files.checkpoints import load_checkpoint, require
 from dreamcanvas.files.pictures import load_tensor, open_rgb, picture_size
 from dreamcanvas.memory import MemoryEstimate, check_fits
 from dreamcanvas.outputs import png, rundir
-from dreamcanvas.outputs.run import Run
+from dreamcanvas.outputs.run import Run, read_stopped
 from dreamcanvas.style.colors import keep_original_colors
 from dreamcanvas.style.gatys import Losses, StyleObjective, blend_grams, gram_matrix, normalised_weights
 from dreamcanvas.style.settings import MIN_SIDE, StyleSettings
@@ -567,9 +567,7 @@ def resume(
 ) -> StyleResult:
     """Continue a stopped gatys run in its own folder, to the same bytes as a run never stopped."""
     run_dir = Path(run_dir)
-    stored = rundir.read_run_json(run_dir)
-    png.check_method(stored, METHOD, run_dir / rundir.RUN_JSON)
-    settings = StyleSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
+    stored, settings = read_stopped(run_dir, METHOD, StyleSettings)
     if settings.method != "gatys":
         raise DreamcanvasError(f"{run_dir} was drawn in one pass (--method {settings.method}): nothing to resume")
     if stored.get("completed") is True:

@@ -69,7 +69,10 @@ def resolve_weights(name: str) -> Path:
     if source is None or source.kind != KIND:
         raise DreamcanvasError(f"unknown upscaler {name!r}: use one of {', '.join(registered_upscalers())}, "
                                "or local:FILE")  # fmt: skip
-    if weights.cache_state(name)[0] == "no" and shipped.has_twin(name):  # a damaged download is reported, not hidden
+    state, paths = weights.cache_state(name)  # verifies a downloaded file once
+    if state == "yes":
+        return paths[0]
+    if state == "no" and shipped.has_twin(name):  # a damaged download is reported, not hidden
         return shipped.twin_file(name)
     return weights.fetch_files(name)["checkpoint"]
 
