@@ -499,7 +499,8 @@ def test_on_step_sees_every_step(tiny_pipe):
 
 def test_batch_picture_k_is_the_one_picture_run_with_seed_plus_k(tiny_pipe):
     """Picture k starts from exactly the noise of seed + k. The pictures agree to within one level of 255, not
-    bit for bit: the batched UNet's matrix products round differently (about 1e-6) from a batch of one."""
+    bit for bit: the batched UNet's matrix products round differently from a batch of one (a few units in the
+    last place of float32, 1.8e-5 on latents of 47 on an AVX-512 machine)."""
 
     def first_latents(settings: SDSettings) -> tuple[list[Image.Image], torch.Tensor]:
         seen: list[torch.Tensor] = []
@@ -516,7 +517,10 @@ def test_batch_picture_k_is_the_one_picture_run_with_seed_plus_k(tiny_pipe):
     batch, batch_latents = first_latents(tiny_settings(batch=3))
     for k in range(3):
         (alone,), alone_latents = first_latents(tiny_settings(seed=7 + k))
-        assert torch.allclose(batch_latents[k], alone_latents[0], atol=1e-5)
+        # A few float32 units in the last place of the largest latent: the CPU's kernel choice (AMX or AVX-512)
+        # decides the exact rounding, so the bound scales with the values; a wrong seed would differ by ~1.
+        rounding = 2e-6 * alone_latents[0].abs().max().item()
+        torch.testing.assert_close(batch_latents[k], alone_latents[0], rtol=0, atol=rounding)
         assert np.abs(pixels(batch[k]) - pixels(alone)).max() <= 1
     assert batch[0].tobytes() != batch[1].tobytes()
 
