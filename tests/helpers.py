@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from dreamcanvas.cli import main
@@ -107,3 +108,22 @@ def offline_hub(tmp_path, monkeypatch):
     # huggingface_hub read HF_HUB_OFFLINE at import: make sure it refuses the network too.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     return tmp_path / "hf-home" / "hub"
+
+
+def random_rrdbnet(path: Path, scale: int = 4) -> Path:
+    """A small RRDBNet (16 features, 1 block) of spandrel's architecture, saved as Real-ESRGAN saves: params_ema."""
+    from spandrel.architectures.ESRGAN import ESRGAN as RRDBNet
+
+    torch.manual_seed(1)
+    model = RRDBNet(in_nc=3, out_nc=3, num_filters=16, num_blocks=1, scale=scale)
+    torch.save({"params_ema": model.state_dict()}, path)
+    return path
+
+
+def random_compact(path: Path, scale: int = 2) -> Path:
+    from spandrel.architectures.Compact import Compact as SRVGGNetCompact
+
+    torch.manual_seed(2)
+    model = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
+    torch.save({"params": model.state_dict()}, path)
+    return path

@@ -456,4 +456,3 @@ def test_the_property_tests_saw_both_outcomes() -> None:
     for command in ("generate", "train clip", "train vqgan", "train diffusion", "resume", "generate --from", "sd",
                     "train sd"):  # fmt: skip
         assert OUTCOMES[command]["refused"] > 0 and OUTCOMES[command]["finished"] > 0, (command, OUTCOMES[command])
-

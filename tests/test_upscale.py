@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_error_line, run_cli, tree
+from helpers import one_error_line, random_compact, random_rrdbnet, run_cli, tree
 from PIL import Image
 
 from dreamcanvas.errors import DreamcanvasError
@@ -130,25 +130,6 @@ def test_a_local_ncnn_pair_loads(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- spandrel files
-def random_rrdbnet(path: Path, scale: int = 4) -> Path:
-    """A small RRDBNet (16 features, 1 block) of spandrel's architecture, saved as Real-ESRGAN saves: params_ema."""
-    from spandrel.architectures.ESRGAN import ESRGAN as RRDBNet
-
-    torch.manual_seed(1)
-    model = RRDBNet(in_nc=3, out_nc=3, num_filters=16, num_blocks=1, scale=scale)
-    torch.save({"params_ema": model.state_dict()}, path)
-    return path
-
-
-def random_compact(path: Path, scale: int = 2) -> Path:
-    from spandrel.architectures.Compact import Compact as SRVGGNetCompact
-
-    torch.manual_seed(2)
-    model = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
-    torch.save({"params": model.state_dict()}, path)
-    return path
-
-
 @pytest.mark.parametrize("make, scale, architecture", [(random_rrdbnet, 4, "ESRGAN"),
                                                        (random_compact, 2, "RealESRGAN Compact")])  # fmt: skip
 def test_pth_files_load_through_spandrel_and_upscale_exactly(tmp_path, make, scale, architecture):

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,10 @@ from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
 from dreamcanvas.prompts import parse_image_prompt, parse_story
 from dreamcanvas.settings import GenerateSettings
+
+if TYPE_CHECKING:
+    from dreamcanvas.upscale.step import FinalUpscale
+    from dreamcanvas.upscale.tiles import TileHook
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
@@ -70,6 +74,8 @@ class Job:
     """None for a :class:`~dreamcanvas.generators.base.SamplingGenerator`, which takes its own steps."""
     init_image: torch.Tensor | None = None
     story_length: int = 1
+    final_upscale: FinalUpscale | None = None
+    """``--upscale``: the upscaler the finished picture goes through as the run's last step."""
 
     def story_segment(self, step: int) -> int:
         """The segment of a ``^`` story that step ``step`` (0-based) draws."""
@@ -116,6 +122,8 @@ class RunResult:
     losses: list[float]
     settings: GenerateSettings
     """The settings the run used, with its concrete seed."""
+    upscaled_path: Path | None = None
+    """``--upscale``: the upscaled picture beside ``image_path`` (a finished run only)."""
 
 
 # --- building a job ----------------------------------------------------------------------------------
@@ -161,16 +169,19 @@ def preflight(settings: GenerateSettings, out: str | Path | None = None, *, forc
     return settings
 
 
-def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None = None) -> Job:
+def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None = None, *, force: bool = False
+              ) -> Job:  # fmt: skip
     """Load models, embed prompts, initialise the generator. Needs a concrete seed (see :func:`resolve_seed`).
 
-    ``perceptors`` lets a caller reuse already loaded CLIP models (tests, benchmarks, the web UI).
+    ``perceptors`` lets a caller reuse already loaded CLIP models (tests, benchmarks, the web UI); ``force``
+    passes the ``--upscale`` step's memory check.
     """
     check_settings(settings)
     if settings.seed < 0:
         raise ValueError("build_job needs a concrete seed; call resolve_seed first")
     if perceptors is None:
         perceptors = [load_perceptor(spec) for spec in settings.clip_models]
+    final_upscale = _final_upscale(settings, force)
 
     # Model loading may draw random numbers (open_clip initialises before loading): seed after it.
     torch.manual_seed(settings.seed)
@@ -194,7 +205,18 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
     if not isinstance(generator, SamplingGenerator):
         lr = settings.lr if settings.lr is not None else generator.default_lr
         optimizer = OPTIMIZERS[settings.optimizer](generator.trainable_parameters(), lr)
-    return Job(settings, guide, generator, optimizer, init_image, len(story))
+    return Job(settings, guide, generator, optimizer, init_image, len(story), final_upscale)
+
+
+def _final_upscale(settings: GenerateSettings, force: bool) -> FinalUpscale | None:
+    """The ``--upscale`` model, loaded before the run starts (and before the seed: loading draws no number the
+    picture depends on). The size is the one asked for: a generator's rounding changes it by a few pixels."""
+    if not settings.upscale:
+        return None
+    from dreamcanvas.upscale.step import prepare
+
+    size = (settings.width, settings.height)
+    return prepare(settings.upscale, settings.upscale_model, settings.precision, size, force=force)
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -324,8 +346,10 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
         )
 
 
-def finish(job: Job, run: Run, state: RunState, completed: bool) -> Path:
-    """Final picture, the last frame, then the videos of all frames.
+def finish(job: Job, run: Run, state: RunState, completed: bool, on_tile: TileHook | None = None
+           ) -> tuple[Path, Path | None]:  # fmt: skip
+    """Final picture, the last frame, the videos of all frames, and (a finished run, ``--upscale``) the
+    upscaled picture: ``(final.png, final-x4.png or None)``.
 
     A stopped run gets no off-schedule frame, so that once resumed its frames are those of a straight run.
     """
@@ -337,7 +361,10 @@ def finish(job: Job, run: Run, state: RunState, completed: bool) -> Path:
         run.save_frame(image, state.step)
     final = run.save_picture(image, state.step)
     run.write_films(settings.video, settings.gif, settings.fps)
-    return final
+    upscaled = None
+    if completed and job.final_upscale is not None:
+        upscaled = run.save_upscaled(job.final_upscale, final, state.step, on_tile)
+    return final, upscaled
 
 
 # --- the public API ----------------------------------------------------------------------------------
@@ -351,11 +378,12 @@ def generate(
     on_step: StepCallback | None = None,
     perceptors: list[ClipPerceptor] | None = None,
     force: bool = False,
+    on_tile: TileHook | None = None,
 ) -> RunResult:
     """Draw a picture. ``out`` must not exist; by default a new ``outputs/<date>-<slug>`` is made.
 
     A run whose memory estimate exceeds the memory available is refused before anything is loaded, unless
-    ``force`` (see :mod:`dreamcanvas.memory`).
+    ``force`` (see :mod:`dreamcanvas.memory`). ``on_tile`` follows the ``--upscale`` step, tile by tile.
     """
     settings = preflight(settings, out, force=force)
     if not settings.clip_models and perceptors is None:
@@ -364,10 +392,10 @@ def generate(
         from dreamcanvas.generators.diffusion import with_default_diffusion_model
 
         settings = with_default_diffusion_model(settings)
-    job = build_job(settings, perceptors)
+    job = build_job(settings, perceptors, force=force)
     label = (settings.prompts or settings.image_prompts or settings.target_images)[0]
     run = Run.start(METHOD, settings, label, out, outputs_root)
-    return _run(job, run, RunState(rng_state=torch.get_rng_state()), on_step)
+    return _run(job, run, RunState(rng_state=torch.get_rng_state()), on_step, on_tile)
 
 
 def resume(
@@ -377,6 +405,7 @@ def resume(
     on_step: StepCallback | None = None,
     perceptors: list[ClipPerceptor] | None = None,
     force: bool = False,
+    on_tile: TileHook | None = None,
 ) -> RunResult:
     """Continue a stopped run in its own folder; ``iterations`` can extend it past its original length."""
     run_dir = Path(run_dir)
@@ -384,14 +413,15 @@ def resume(
     if iterations is not None:
         settings = settings.replace(iterations=iterations)
     settings = preflight(settings, force=force)
-    job = build_job(settings, perceptors)
+    job = build_job(settings, perceptors, force=force)
     state = _load_checkpoint(job, run_dir)
     if settings.iterations > 0 and state.step > settings.iterations:
         raise DreamcanvasError(f"the run is already at step {state.step}, past --iterations {settings.iterations}")
-    return _run(job, Run.reopen(run_dir, METHOD, settings), state, on_step)
+    return _run(job, Run.reopen(run_dir, METHOD, settings), state, on_step, on_tile)
 
 
-def _run(job: Job, run: Run, state: RunState, on_step: StepCallback | None) -> RunResult:
+def _run(job: Job, run: Run, state: RunState, on_step: StepCallback | None, on_tile: TileHook | None
+         ) -> RunResult:  # fmt: skip
     completed = optimise(job, run, state, on_step)
-    final = finish(job, run, state, completed)
-    return RunResult(run.folder, final, state.step, completed, state.losses, job.settings)
+    final, upscaled = finish(job, run, state, completed, on_tile)
+    return RunResult(run.folder, final, state.step, completed, state.losses, job.settings, upscaled)

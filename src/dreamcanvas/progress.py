@@ -71,6 +71,10 @@ class StepProgress:
             self.started = True
         self.progress.update(self.task, total=total, completed=step, status=status)
 
+    def on_tile(self, done: int, total: int) -> None:
+        """``--upscale`` after the last step: the bar stays where it is, its text counts the tiles."""
+        self.progress.update(self.task, status=f"upscaling: tile {done}/{total}")
+
 
 class LoopProgress(StepProgress):
     """The bar of ``dreamcanvas generate``: its instance is the engine's ``on_step`` callback."""

@@ -37,7 +37,8 @@ class Limits:
     above: float | None = None
     special: tuple[Any, ...] = ()
     """Values accepted outside the range (``--iterations -1``: until Ctrl-C)."""
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
+    """The values allowed (names, or numbers: ``--upscale`` 0, 2 or 4)."""
     nonempty: bool = False
     """Strings (and each string of a list) must not be empty or blank."""
     flag: str | None = None
@@ -196,12 +197,12 @@ def _check_value(name: str, value: Any, hint: Any, limits: Limits) -> None:
     if hint is str:
         if limits.nonempty and not value.strip():
             raise DreamcanvasError(f"{name} must not be empty")
-        if limits.choices and value not in limits.choices:
-            raise DreamcanvasError(f"{name} must be one of {', '.join(limits.choices)}; got {_shown(value)}")
         if "\x00" in value:
             raise DreamcanvasError(f"{name} must not contain a NUL character")
     if hint is Path and "\x00" in str(value):
         raise DreamcanvasError(f"{name} must not contain a NUL character")
+    if limits.choices and value not in limits.choices:
+        raise DreamcanvasError(f"{name} must be one of {', '.join(map(str, limits.choices))}; got {_shown(value)}")
 
 
 def _runtime_type(hint: Any) -> type | tuple[type, ...]:

@@ -23,6 +23,8 @@ DEFAULT_AUGS = ("flip", "affine", "perspective", "jitter", "noise")
 MAX_SIDE = 1_000_000
 """Sanity bound of a picture side; what fits is decided by the memory estimate, far below it."""
 MAX_STEPS = 100_000_000
+UPSCALE_FACTORS = (0, 2, 4)
+"""``--upscale``: none, or Real-ESRGAN's 2x or 4x as the last step of a run (shared by every drawing method)."""
 AUGMENTATION_NAMES = ("flip", "affine", "perspective", "jitter", "sharpness", "erasing", "noise")
 
 
@@ -125,6 +127,12 @@ class GenerateSettings(SettingsRecord):
     video: bool = False
     gif: bool = False
     fps: int = setting(12, low=1, high=240)
+    upscale: int = setting(0, choices=UPSCALE_FACTORS)
+    """Upscale the final picture 2x or 4x with Real-ESRGAN as the run's last step (final-x4.png beside
+    final.png; offline from the install, as `dreamcanvas upscale`); 0 = no."""
+    upscale_model: str = ""
+    """The upscaler of --upscale, as `dreamcanvas upscale --model`: a registered name or local:FILE; empty =
+    RealESRGAN_x4plus (x2plus for --upscale 2)."""
 
     def cross_check(self) -> None:
         """The rules that tie fields together (each field's own limits are checked before)."""

@@ -12,10 +12,12 @@ import typer
 from dreamcanvas.cli import STOPPED, app, typed_flags
 from dreamcanvas.cli.options import force_option, quiet_option
 from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.records import field_docs
 from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
 
 if TYPE_CHECKING:
     from dreamcanvas.engine import RunResult, StepCallback
+    from dreamcanvas.upscale.tiles import TileHook
 
 PROMPTS = "Prompts"
 PERCEPTOR = "Perceptor (CLIP)"
@@ -32,6 +34,11 @@ _RENAMED = {
     "target_image": "target_images",
     "clip": "clip_models",
 }
+
+
+HELP = field_docs(GenerateSettings)
+"""The help of the options added since the record became the source of help texts (the older ones still say it
+in their own words here)."""
 
 
 def _split_augs(value: str) -> list[str]:
@@ -230,6 +237,10 @@ def generate(
     video: Annotated[bool, typer.Option("--video", help="Write an MP4 of the frames.", rich_help_panel=OUTPUT)] = False,
     gif: Annotated[bool, typer.Option("--gif", help="Write a GIF of the frames.", rich_help_panel=OUTPUT)] = False,
     fps: Annotated[int, typer.Option(help="Frames per second of the video/GIF.", rich_help_panel=OUTPUT)] = 12,
+    upscale: Annotated[int, typer.Option(help=HELP["upscale"], rich_help_panel=OUTPUT)] = 0,
+    upscale_model: Annotated[
+        str, typer.Option(help=HELP["upscale_model"], rich_help_panel=OUTPUT, show_default=False)
+    ] = "",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -293,7 +304,10 @@ def _run_generate(settings: GenerateSettings, out: Path | None, quiet: bool, for
     if not quiet:
         print(f"seed: {settings.seed}", file=sys.stderr)
     result = _with_progress(
-        quiet, settings.iterations, 0, lambda on_step: engine.generate(settings, out, on_step=on_step, force=force)
+        quiet,
+        settings.iterations,
+        0,
+        lambda on_step, on_tile: engine.generate(settings, out, on_step=on_step, force=force, on_tile=on_tile),
     )
     _report(result, quiet)
 
@@ -318,18 +332,25 @@ def resume(
     settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
     total = iterations if iterations is not None else settings.iterations
     result = _with_progress(
-        quiet, total, stored["step"], lambda on_step: engine.resume(run_dir, iterations, on_step=on_step, force=force)
+        quiet,
+        total,
+        stored["step"],
+        lambda on_step, on_tile: engine.resume(run_dir, iterations, on_step=on_step, force=force, on_tile=on_tile),
     )
     _report(result, quiet)
 
 
-def _with_progress(quiet: bool, total: int, done: int, run: Callable[[StepCallback | None], RunResult]) -> RunResult:
+Launch = Callable[["StepCallback | None", "TileHook | None"], "RunResult"]
+"""Starts the run with its step and ``--upscale`` tile observers."""
+
+
+def _with_progress(quiet: bool, total: int, done: int, run: Launch) -> RunResult:
     if quiet:
-        return run(None)
+        return run(None, None)
     from dreamcanvas.progress import LoopProgress
 
     with LoopProgress("drawing", total if total > 0 else None) as progress:
-        return run(progress)
+        return run(progress, progress.on_tile)
 
 
 def _report(result: RunResult, quiet: bool) -> None:
@@ -337,5 +358,7 @@ def _report(result: RunResult, quiet: bool) -> None:
     if not result.completed:
         print(f"stopped at step {result.step}; continue with: dreamcanvas resume {result.run_dir}", file=sys.stderr)
     print(result.image_path)
+    if result.upscaled_path is not None:
+        print(result.upscaled_path)
     if not result.completed and result.settings.iterations > 0:
         raise SystemExit(STOPPED)

@@ -50,8 +50,8 @@ def _is_list(hint: Any) -> bool:
 def _help(cls: type, field: dataclasses.Field) -> str:
     text = field_docs(cls).get(field.name, "")
     choices = limits_of(field).choices
-    if choices and not all(choice in text for choice in choices):
-        text += f" One of: {', '.join(choices)}."
+    if choices and not all(str(choice) in text for choice in choices):
+        text += f" One of: {', '.join(map(str, choices))}."
     return text
 
 

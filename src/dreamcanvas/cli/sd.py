@@ -25,7 +25,7 @@ PANELS = {
     **dict.fromkeys(("model", "precision", "decoder", "tiny_decoder"), MODEL),
     **dict.fromkeys(("steps", "guidance", "sampler", "seed", "width", "height", "batch"), SAMPLING),
     **dict.fromkeys(("init_image", "strength"), IMAGE),
-    **dict.fromkeys(("save_every", "preview", "video", "gif", "fps"), OUTPUT),
+    **dict.fromkeys(("save_every", "preview", "video", "gif", "fps", "upscale", "upscale_model"), OUTPUT),
 }
 """The ``--help`` panel of each setting (presentation only: flags and help live on the record)."""
 
@@ -86,13 +86,14 @@ def sd(ctx: typer.Context, **values: Any) -> None:
         settings = SDSettings(**record_values(SDSettings, values))
     settings = preflight(settings, out, force=force)
     quiet_libraries()
-    models = load_models(settings)
+    models = load_models(settings, force=force)
     if not quiet:  # only once the run can start: a refused run prints its one line and nothing else
         print(f"seed: {settings.seed}", file=sys.stderr)
     result = _with_progress(
-        quiet, lambda on_step: draw_run(settings, out, on_step=on_step, models=models, force=force)
+        quiet,
+        lambda on_step, on_tile: draw_run(settings, out, on_step=on_step, models=models, force=force, on_tile=on_tile),
     )
-    for path in result.pictures:
+    for path in [*result.pictures, *result.upscaled]:
         print(path)
 
 
@@ -108,11 +109,11 @@ def quiet_libraries() -> None:
 
 def _with_progress(quiet: bool, run: Any) -> Any:
     if quiet:
-        return run(None)
+        return run(None, None)
     from dreamcanvas.progress import StepProgress
 
-    with StepProgress("denoising") as progress:
-        return run(lambda done, total: progress.update(done, total))
+    with StepProgress("denoising") as denoising:
+        return run(lambda done, total: denoising.update(done, total), denoising.on_tile)
 
 
 sd.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

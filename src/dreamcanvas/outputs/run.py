@@ -19,7 +19,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from PIL import Image
@@ -31,6 +31,17 @@ from dreamcanvas.records import SettingsRecord
 SettingsRecordType = TypeVar("SettingsRecordType", bound=SettingsRecord)
 Picture = torch.Tensor | Image.Image
 """A ``(1, 3, H, W)`` tensor in ``[0, 1]`` or an RGB picture."""
+TileHook = Any
+"""``on_tile(tiles_done, tiles_total)``, or None (see :mod:`dreamcanvas.upscale.tiles`)."""
+
+
+class PictureUpscaler(Protocol):
+    """What ``--upscale`` runs a finished picture through (:class:`dreamcanvas.upscale.step.FinalUpscale`)."""
+
+    @property
+    def factor(self) -> float: ...
+
+    def __call__(self, picture: Image.Image, on_tile: TileHook = None) -> Image.Image: ...
 
 
 def run_metadata(method: str, settings: SettingsRecord, step: int) -> dict[str, Any]:
@@ -106,6 +117,23 @@ class Run:
     ) -> Path:
         """A finished picture in the folder, with the settings that make it again."""
         return png.save_png(image, self.folder / name, self.metadata(step, settings), text)
+
+    def save_upscaled(
+        self,
+        upscaler: PictureUpscaler,
+        picture: Path,
+        step: int,
+        on_tile: TileHook = None,
+        *,
+        settings: SettingsRecord | None = None,
+        text: dict[str, str] | None = None,
+    ) -> Path:
+        """``--upscale``: a finished picture of the run, read back as written, upscaled beside it
+        (``final-x4.png``) with the same settings; the same pixels ``dreamcanvas upscale`` makes of the file."""
+        with Image.open(picture) as written:
+            upscaled = upscaler(written.convert("RGB"), on_tile)
+        name = rundir.upscaled_name(picture.name, upscaler.factor)
+        return self.save_picture(upscaled, step, name, settings=settings, text=text)
 
     def frames(self) -> list[Path]:
         return rundir.list_frames(self.folder)

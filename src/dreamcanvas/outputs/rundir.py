@@ -71,6 +71,12 @@ def frame_path(run_dir: Path, step: int) -> Path:
     return run_dir / FRAMES_DIR / f"{step:06d}.png"
 
 
+def upscaled_name(picture: str | Path, factor: float) -> str:
+    """``final.png`` -> ``final-x4.png``: an upscaled picture's name beside the run's own (``--upscale``)."""
+    picture = Path(picture)
+    return f"{picture.stem}-x{factor:g}{picture.suffix}"
+
+
 def list_frames(run_dir: Path) -> list[Path]:
     return sorted((run_dir / FRAMES_DIR).glob("[0-9]*.png"))
 
@@ -110,4 +116,3 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise DreamcanvasError(f"{path} is damaged: 'step' should be a whole number >= 0, not {step!r}")
     return stored
-

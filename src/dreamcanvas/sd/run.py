@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -32,6 +32,10 @@ from dreamcanvas.sd.pipeline import decode_preview, decode_with_vae, draw, to_pi
 from dreamcanvas.sd.samplers import a1111_name
 from dreamcanvas.sd.settings import SDSettings
 
+if TYPE_CHECKING:
+    from dreamcanvas.upscale.step import FinalUpscale
+    from dreamcanvas.upscale.tiles import TileHook
+
 METHOD = "sd"
 """The name this method's run folders and pictures carry."""
 PARAMETERS_KEY = "parameters"
@@ -45,10 +49,11 @@ ProgressHook = Callable[[int, int], None]
 
 @dataclass
 class Models:
-    """What one run draws with: the pipeline, and the TAESD for previews / the final decode (or None)."""
+    """What one run draws with: the pipeline, the TAESD for previews / the final decode, the ``--upscale`` model."""
 
     pipe: Any
     tiny_decoder: Any = None
+    final_upscale: FinalUpscale | None = None
 
 
 @dataclass
@@ -60,6 +65,8 @@ class SDResult:
     """The settings the run used, with its concrete seed."""
     steps: int
     """Denoising steps taken (UNet calls: fewer with ``--init-image``, about twice ``steps`` for Heun)."""
+    upscaled: list[Path] = field(default_factory=list)
+    """``--upscale``: ``final-x4.png`` (``final-1-x4.png ...``) beside each picture."""
 
 
 def preflight(settings: SDSettings, out: str | Path | None = None, *, force: bool = False) -> SDSettings:
@@ -110,11 +117,18 @@ def _tiny_decoder_for(pipe: Any, settings: SDSettings, dtype: torch.dtype) -> An
         return None
 
 
-def load_models(settings: SDSettings) -> Models:
-    """The pipeline in the working dtype, and the TAESD the settings ask for."""
+def load_models(settings: SDSettings, *, force: bool = False) -> Models:
+    """The pipeline in the working dtype, the TAESD the settings ask for, and the ``--upscale`` model (``force``
+    passes its memory check)."""
     dtype = working_dtype(settings.precision)
     pipe = load_pipeline(settings.model, dtype, for_image_to_image=settings.init_image is not None)
-    return Models(pipe, _tiny_decoder_for(pipe, settings, dtype))
+    final_upscale = None
+    if settings.upscale:
+        from dreamcanvas.upscale.step import prepare
+
+        size = (settings.width, settings.height)
+        final_upscale = prepare(settings.upscale, settings.upscale_model, settings.precision, size, force=force)
+    return Models(pipe, _tiny_decoder_for(pipe, settings, dtype), final_upscale)
 
 
 def _grid(pictures: list[Image.Image]) -> Image.Image:
@@ -161,10 +175,15 @@ def _save_pictures(run: Run, settings: SDSettings, pictures: list[Image.Image], 
     """Each picture with the settings that make it alone (seed + k, batch 1), in both forms."""
     paths = []
     for index, picture in enumerate(pictures):
-        own = settings.replace(seed=settings.seed + index, batch=1)
-        text = {PARAMETERS_KEY: format_parameters(own, settings.model, sampler=sampler)}
+        own, text = _own_settings(settings, index, sampler)
         paths.append(run.save_picture(picture, steps, picture_name(index, len(pictures)), settings=own, text=text))
     return paths
+
+
+def _own_settings(settings: SDSettings, index: int, sampler: str) -> tuple[SDSettings, dict[str, str]]:
+    """Picture ``index`` of a batch made alone: seed + index, batch 1; and AUTOMATIC1111's text of it."""
+    own = settings.replace(seed=settings.seed + index, batch=1)
+    return own, {PARAMETERS_KEY: format_parameters(own, settings.model, sampler=sampler)}
 
 
 def draw_run(
@@ -175,15 +194,16 @@ def draw_run(
     on_step: ProgressHook | None = None,
     models: Models | None = None,
     force: bool = False,
+    on_tile: TileHook | None = None,
 ) -> SDResult:
     """Draw ``settings.batch`` pictures into a new run folder (``out``, which must not exist, or a dated one).
 
     ``models`` lets a caller reuse a loaded pipeline (tests, benchmarks, the studio). Everything that can be
     wrong with the settings is found before a model is loaded or a file written; ``force`` runs even when the
-    memory estimate says it will not fit.
+    memory estimate says it will not fit. ``on_tile`` follows the ``--upscale`` step, tile by tile.
     """
     settings = preflight(settings, out, force=force)
-    models = models or load_models(settings)
+    models = models or load_models(settings, force=force)
     init_image = None
     if settings.init_image is not None:
         init_image = png.to_pil(png.load_image(settings.init_image, (settings.width, settings.height)))
@@ -199,6 +219,20 @@ def draw_run(
         raise
     run.save_frame(_grid(pictures), previews.total)
     paths = _save_pictures(run, settings, pictures, previews.total, sampler)
-    run.write_record(previews.total, completed=True, sampler=sampler, pictures=[path.name for path in paths])
     run.write_films(settings.video, settings.gif, settings.fps)
-    return SDResult(run.folder, paths, settings, previews.total)
+    upscaled = _upscale_pictures(run, settings, models.final_upscale, paths, previews.total, sampler, on_tile)
+    run.write_record(previews.total, completed=True, sampler=sampler, pictures=[path.name for path in paths],
+                     upscaled=[path.name for path in upscaled])  # fmt: skip
+    return SDResult(run.folder, paths, settings, previews.total, upscaled)
+
+
+def _upscale_pictures(run: Run, settings: SDSettings, final_upscale: FinalUpscale | None, paths: list[Path],
+                      steps: int, sampler: str, on_tile: TileHook | None) -> list[Path]:  # fmt: skip
+    """``--upscale``: each picture as written, upscaled beside it with the same settings and parameters text."""
+    if final_upscale is None:
+        return []
+    upscaled = []
+    for index, path in enumerate(paths):
+        own, text = _own_settings(settings, index, sampler)
+        upscaled.append(run.save_upscaled(final_upscale, path, steps, on_tile, settings=own, text=text))
+    return upscaled

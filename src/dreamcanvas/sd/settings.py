@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import SettingsRecord, setting
+from dreamcanvas.settings import UPSCALE_FACTORS
 
 DEFAULT_MODEL = "sd-turbo"
 LATENT_SCALE = 8
@@ -70,6 +71,12 @@ class SDSettings(SettingsRecord):
     """Also write a GIF of the denoising."""
     fps: int = setting(12, low=1, high=240)
     """Frames per second of the video and GIF."""
+    upscale: int = setting(0, choices=UPSCALE_FACTORS)
+    """Upscale each final picture 2x or 4x with Real-ESRGAN as the run's last step (final-x4.png beside
+    final.png; offline from the install, as `dreamcanvas upscale`); 0 = no."""
+    upscale_model: str = ""
+    """The upscaler of --upscale, as `dreamcanvas upscale --model`: a registered name or local:FILE; empty =
+    RealESRGAN_x4plus (x2plus for --upscale 2)."""
 
     def cross_check(self) -> None:
         """The rules that tie fields together (each field's own limits are checked before)."""

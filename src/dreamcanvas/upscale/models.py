@@ -128,4 +128,3 @@ def load_upscaler(name: str, dtype: torch.dtype = torch.float32) -> Upscaler:
     descriptor.model.eval()
     descriptor.model.to(dtype=dtype, memory_format=torch.channels_last)
     return Upscaler(name, descriptor, path)
-

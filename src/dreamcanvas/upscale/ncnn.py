@@ -219,4 +219,3 @@ def state_dict_from_ncnn(param_text: str, data: bytes) -> dict[str, torch.Tensor
     """The state dict, under the released ``.pth`` names, of the Real-ESRGAN network an ncnn pair holds."""
     layers = read_param(param_text)
     return ARCHITECTURES[architecture_of(layers)](layers, data)
-

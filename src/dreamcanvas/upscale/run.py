@@ -130,20 +130,26 @@ def upscale_run(
     target = final_size(*size, settings.outscale or upscaler.scale)
     run = Run.start(METHOD, settings, f"{Path(settings.image).stem}-x{settings.outscale or upscaler.scale:g}", out,
                     outputs_root)  # fmt: skip
-    tiles = plan_tiles(*size, settings.tile, settings.tile_pad)
+    tiles = len(plan_tiles(*size, settings.tile, settings.tile_pad))
     record = {"weights": str(upscaler.weights_file), "architecture": upscaler.architecture,
-              "input_size": list(size), "output_size": list(target), "tiles": len(tiles)}  # fmt: skip
-    samples = torch.from_numpy(np.array(colour)).permute(2, 0, 1)[None].float().div_(255)
-    del colour
+              "input_size": list(size), "output_size": list(target), "tiles": tiles}  # fmt: skip
     try:
-        upscaled = upscale_tiles(upscaler, samples, upscaler.scale, tiles, on_tile)
+        upscaled = upscale_picture(upscaler, colour, settings, target, on_tile)
     except KeyboardInterrupt:
         run.write_record(0, completed=False, **record)
         raise
-    del samples
-    upscaled = _resized(upscaled, target)
     if alpha is not None:
         upscaled.putalpha(_resized(alpha, target))
-    path = run.save_picture(upscaled, len(tiles))
-    run.write_record(len(tiles), completed=True, **record)
+    path = run.save_picture(upscaled, tiles)
+    run.write_record(tiles, completed=True, **record)
     return UpscaleResult(run.folder, path, settings, target)
+
+
+def upscale_picture(upscaler: Upscaler, colour: Image.Image, settings: UpscaleSettings, target: tuple[int, int],
+                    on_tile: TileHook | None = None) -> Image.Image:  # fmt: skip
+    """An RGB picture upscaled tile by tile with ``settings``' tiles, then resized to ``target`` if it differs."""
+    tiles = plan_tiles(*colour.size, settings.tile, settings.tile_pad)
+    samples = torch.from_numpy(np.array(colour)).permute(2, 0, 1)[None].float().div_(255)
+    upscaled = upscale_tiles(upscaler, samples, upscaler.scale, tiles, on_tile)
+    del samples
+    return _resized(upscaled, target)
