@@ -73,7 +73,7 @@ def _row(kind: str, name: str, side: int) -> dict:
             model(image).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         seconds, dtype = time.perf_counter() - start, "fp32"
     else:
-        from dreamcanvas.perceptor.guide import resolve_precision
+        from dreamcanvas.precision import resolve_precision
 
         upscaler = load_upscaler(name, resolve_precision("auto") or torch.float32)
         start = time.perf_counter()

@@ -127,3 +127,13 @@ def random_compact(path: Path, scale: int = 2) -> Path:
     model = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
     torch.save({"params": model.state_dict()}, path)
     return path
+
+
+def random_vgg19(path: Path, seed: int = 0) -> Path:
+    """torchvision's VGG-19 features with random weights, saved as the released files name them (``features.N``);
+    the classifier, which style losses never read, left out (80 MB instead of 575 MB)."""
+    from torchvision.models import vgg19
+
+    torch.manual_seed(seed)
+    torch.save({f"features.{key}": value for key, value in vgg19(weights=None).features.state_dict().items()}, path)
+    return path

@@ -14,6 +14,7 @@ from PIL import Image
 
 from dreamcanvas.engine import generate
 from dreamcanvas.outputs import png, rundir
+from dreamcanvas.records import flag_of
 from dreamcanvas.settings import GenerateSettings
 
 
@@ -153,16 +154,9 @@ def test_every_setting_has_a_documented_flag(capsys):
     code, out, _ = run_cli(["generate", "--help"], capsys)
     assert code == 0
     help_text = " ".join(out.split())
-    flag_of = {
-        "prompts": "--prompt",
-        "image_prompts": "--image-prompt",
-        "target_images": "--target-image",
-        "clip_models": "--clip",
-        "width": "--size",
-        "height": "--size",
-    }
     for field in dataclasses.fields(GenerateSettings):
-        flag = flag_of.get(field.name, "--" + field.name.replace("_", "-"))
+        flag = flag_of(field)
+        flag = "--prompt" if flag == "the prompt" else flag
         assert flag in help_text, f"{field.name} has no flag in --help"
 
 

@@ -81,7 +81,7 @@ def test_a_stopped_generate_run_is_not_upscaled_until_it_is_finished(capsys, tmp
     stopped = generate(settings, tmp_path / "run", on_step=stop_at_two)
     assert not stopped.completed and stopped.upscaled_path is None
     assert not (tmp_path / "run" / "final-x2.png").exists()
-    final, upscaled = printed(capsys, ["resume", tmp_path / "run", "--quiet"])
+    _, upscaled = printed(capsys, ["resume", tmp_path / "run", "--quiet"])
     assert upscaled == tmp_path / "run" / "final-x2.png"
     straight = generate(settings, tmp_path / "straight")
     assert upscaled.read_bytes() == straight.upscaled_path.read_bytes()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import offline_hub, one_error_line, run_cli, tree
+from helpers import offline_hub, one_error_line, random_vgg19, run_cli, tree
 from kornia.color import rgb_to_ycbcr
 from PIL import Image
 
@@ -26,7 +26,7 @@ from dreamcanvas import weights
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.style import StyleSettings, parse_style, stylize
 from dreamcanvas.style.gatys import blend_grams, gram_matrix, normalised_weights
-from dreamcanvas.style.run import plan
+from dreamcanvas.style.plan import plan
 
 SMALL = ["--sizes", "32,48", "--iterations", "3", "--precision", "fp32", "--seed", "5", "-q"]
 
@@ -35,16 +35,12 @@ SMALL = ["--sizes", "32,48", "--iterations", "3", "--precision", "fp32", "--seed
 @pytest.fixture(scope="module")
 def vgg_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One random VGG-19 saved in both layouts: torchvision's and neural-style-pt's Caffe conversion."""
-    from torchvision.models import vgg19
-
-    torch.manual_seed(0)
-    features = vgg19(weights=None).features.state_dict()
-    state = {f"features.{key}": value for key, value in features.items()}
     folder = tmp_path_factory.mktemp("vgg")
     files = {"torchvision": folder / "vgg19-dcbb9e9d.pth", "caffe": folder / "vgg19-d01eb7cb.pth",
              "unnamed": folder / "my-vgg.pth"}  # fmt: skip
-    for path in files.values():
-        torch.save(state, path)
+    random_vgg19(files["torchvision"])
+    for path in (files["caffe"], files["unnamed"]):
+        shutil.copyfile(files["torchvision"], path)
     return files
 
 
@@ -150,6 +146,18 @@ def test_gram_matrices_are_divided_by_c_h_w():
     assert torch.allclose(gram_matrix(features), torch.full((3, 3), 20 / 60))
 
 
+def test_a_channels_last_gram_matrix_and_its_gradient_are_the_plain_ones():
+    """bf16 runs hand the Gram matrix channels-last maps, taken by a shortcut with its own backward."""
+    torch.manual_seed(0)
+    plain = torch.randn(1, 6, 5, 7, requires_grad=True)
+    last = plain.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weights = torch.randn(6, 6)
+    (gram_matrix(plain) * weights).sum().backward()
+    (gram_matrix(last) * weights).sum().backward()
+    torch.testing.assert_close(gram_matrix(last), gram_matrix(plain))
+    torch.testing.assert_close(last.grad, plain.grad)
+
+
 def test_the_pyramid_ends_at_the_last_size_with_frames_of_one_size(capsys, tmp_path, pictures, vgg_files):
     folder = tmp_path / "run"
     final = styled(capsys, [pictures["content"], pictures["red"], "--vgg", f"local:{vgg_files['caffe']}", *SMALL,
@@ -171,8 +179,9 @@ def test_the_pyramid_ends_at_the_last_size_with_frames_of_one_size(capsys, tmp_p
 
 
 def test_original_colors_keep_the_content_chroma(capsys, tmp_path, pictures, vgg_files):
+    # from noise: a result whose colours are nothing like the content's
     vgg = ["--vgg", f"local:{vgg_files['caffe']}", "--sizes", "48", "--iterations", "3", "--precision", "fp32", "-q",
-           "--init", "random", "--seed", "1"]  # from noise: a result whose colours are nothing like the content's
+           "--init", "random", "--seed", "1"]  # fmt: skip
     plain = styled(capsys, [pictures["content"], pictures["red"], *vgg, "-o", tmp_path / "plain"])
     kept = styled(capsys, [pictures["content"], pictures["red"], *vgg, "--original-colors", "-o", tmp_path / "kept"])
     content = chroma(pictures["content"])
@@ -218,20 +227,38 @@ def test_a_stopped_run_says_how_to_continue(capsys, tmp_path, pictures, vgg_file
 
 
 # ------------------------------------------------------------------------------------------------- weights
-def test_a_registered_name_loads_its_cached_file(capsys, tmp_path, pictures, vgg_files):
-    """``--vgg vgg19-caffe`` through the real registry (sources/style.json), from the dreamcanvas cache."""
+def test_a_registered_name_loads_its_cached_file_checked_by_its_hash_prefix(
+    capsys, tmp_path, pictures, vgg_files, monkeypatch
+):
+    """``--vgg vgg19-caffe`` through the registry (sources/style.json) from the dreamcanvas cache: the file must
+    match the sha256 prefix its name carries, as torch.hub checks it. A random file does not; registered with its
+    own prefix instead (a copy of style.json), it loads exactly as ``local:`` does."""
     source = weights.find_source("vgg19-caffe")
-    assert source is not None and source.files[0].url.endswith("vgg19-d01eb7cb.pth") and source.files[0].sha256 is None
+    assert source is not None and source.files[0].url.endswith("vgg19-d01eb7cb.pth")
+    assert source.files[0].sha256 == "d01eb7cb"
     cached = weights.url_cache_path("vgg19-caffe", source.files[0].filename)
     cached.parent.mkdir(parents=True)
     shutil.copyfile(vgg_files["caffe"], cached)
+    code, _, err = run_cli(["style", pictures["content"], pictures["red"], "--vgg", "vgg19-caffe", *SMALL,
+                            "-o", tmp_path / "refused"], capsys)  # fmt: skip
+    assert "does not match the published checksum d01eb7cb" in one_error_line(code, err)
+    assert not (tmp_path / "refused").exists()
+
+    registry = tmp_path / "sources"
+    registry.mkdir()
+    entries = json.loads((Path(weights.__file__).parent.parent / "sources" / "style.json").read_text())
+    entries["vgg19-caffe"]["files"]["checkpoint"]["sha256"] = weights.file_sha256(cached)[:8]
+    (registry / "style.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(weights.registry, "SOURCE_DIRS", [registry])
     by_name = styled(capsys, [pictures["content"], pictures["red"], "--vgg", "vgg19-caffe", *SMALL,
                               "-o", tmp_path / "a"])  # fmt: skip
     by_path = styled(capsys, [pictures["content"], pictures["red"], "--vgg", f"local:{vgg_files['caffe']}", *SMALL,
                               "-o", tmp_path / "b"])  # fmt: skip
     assert np.array_equal(rgb(by_name), rgb(by_path))
     torchvision = weights.find_source("vgg19")
-    assert torchvision is not None and torchvision.files[0].url == "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+    assert (
+        torchvision is not None and torchvision.files[0].url == "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+    )
 
 
 def test_offline_without_vgg_falls_back_to_fast_with_one_warning(capsys, tmp_path, pictures):

@@ -482,3 +482,20 @@ def test_no_network_fails_in_seconds_not_after_retries(monkeypatch, tmp_path):
         weights.resolve_clip("ViT-B-32:openai")
     assert time.perf_counter() - start < 5
     assert "dreamcanvas models download ViT-B-32:openai" in str(error.value)
+
+
+def test_a_torch_hub_hash_prefix_is_a_checksum(tmp_path, tiny_clip_dir):
+    """torch.hub names a file by the first digits of its sha256 (vgg19-dcbb9e9d.pth) and checks those."""
+    data = (tiny_clip_dir / WEIGHTS_NAME).read_bytes()
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    weights.verify_file(good, digest[:8])
+    with pytest.raises(CorruptWeightsError, match="sha256"):
+        weights.verify_file(good, ("0" if digest[0] != "0" else "1") + digest[1:8])
+
+
+def test_the_registered_vgg_files_carry_their_names_hash_prefixes():
+    for name in ("vgg19", "vgg19-caffe"):
+        [file] = weights.find_source(name).files
+        assert file.sha256 is not None and file.filename.removesuffix(".pth").endswith("-" + file.sha256)

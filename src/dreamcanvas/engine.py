@@ -32,12 +32,14 @@ from dreamcanvas.outputs import png, rundir
 from dreamcanvas.outputs.run import Run, read_stopped
 from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor, default_clip_models, load_perceptor
-from dreamcanvas.perceptor.guide import ClipGuide, resolve_precision
+from dreamcanvas.perceptor.guide import ClipGuide
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
+from dreamcanvas.precision import resolve_precision, working_dtype
 from dreamcanvas.prompts import parse_image_prompt, parse_story
 from dreamcanvas.settings import GenerateSettings
 
 if TYPE_CHECKING:
+    from dreamcanvas.style.loss import StyleGuide
     from dreamcanvas.upscale.step import FinalUpscale
     from dreamcanvas.upscale.tiles import TileHook
 
@@ -76,6 +78,8 @@ class Job:
     story_length: int = 1
     final_upscale: FinalUpscale | None = None
     """``--upscale``: the upscaler the finished picture goes through as the run's last step."""
+    style_guide: StyleGuide | None = None
+    """``--style-image``: the paintings' style loss, added to CLIP's."""
 
     def story_segment(self, step: int) -> int:
         """The segment of a ``^`` story that step ``step`` (0-based) draws."""
@@ -100,6 +104,8 @@ class Job:
             loss = loss + self.settings.tv_weight * total_variation(image)
         if self.init_image is not None and self.settings.init_weight:
             loss = loss + self.settings.init_weight * init_anchor(image, self.init_image)
+        if self.style_guide is not None:
+            loss = loss + self.style_guide(image)
         return loss
 
 
@@ -144,6 +150,10 @@ def check_settings(settings: GenerateSettings) -> None:
         raise DreamcanvasError("a ^ story with --iterations -1 needs --story-every N")
     for spec in settings.image_prompts + settings.target_images:
         parse_image_prompt(spec)
+    if settings.style_images:
+        from dreamcanvas.style.loss import check_style_images
+
+        check_style_images(settings.style_images, settings.style_vgg, (settings.width, settings.height))
     generator_class(settings.generator)
     build_augmentations(settings.augs)
     resolve_precision(settings.precision)
@@ -182,6 +192,7 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
     if perceptors is None:
         perceptors = [load_perceptor(spec) for spec in settings.clip_models]
     final_upscale = _final_upscale(settings, force)
+    style_guide = _style_guide(settings)
 
     # Model loading may draw random numbers (open_clip initialises before loading): seed after it.
     torch.manual_seed(settings.seed)
@@ -205,7 +216,17 @@ def build_job(settings: GenerateSettings, perceptors: list[ClipPerceptor] | None
     if not isinstance(generator, SamplingGenerator):
         lr = settings.lr if settings.lr is not None else generator.default_lr
         optimizer = OPTIMIZERS[settings.optimizer](generator.trainable_parameters(), lr)
-    return Job(settings, guide, generator, optimizer, init_image, len(story), final_upscale)
+    return Job(settings, guide, generator, optimizer, init_image, len(story), final_upscale, style_guide)
+
+
+def _style_guide(settings: GenerateSettings) -> StyleGuide | None:
+    """The ``--style-image`` loss: VGG-19 and the paintings' targets, made before the seed (no random draws)."""
+    if not settings.style_images:
+        return None
+    from dreamcanvas.style.loss import load_style_guide
+
+    dtype = working_dtype(settings.precision)
+    return load_style_guide(settings.style_images, settings.style_vgg, dtype, (settings.width, settings.height))
 
 
 def _final_upscale(settings: GenerateSettings, force: bool) -> FinalUpscale | None:

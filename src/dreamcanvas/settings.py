@@ -42,6 +42,12 @@ class GenerateSettings(SettingsRecord):
     init_image: str | None = setting(None, nonempty=True)
     init_weight: float = setting(0.0, low=0, high=1e6)
     """MSE anchor to the init image, in image space (0 = start from it, then move freely)."""
+    style_images: list[str] = setting(default_factory=list, nonempty=True, flag="--style-image")
+    """PATH[:weight]: a painting whose style (VGG-19's Gram matrices, as `dreamcanvas style`) joins CLIP's loss:
+    the prompt says what, the painting how. With weight 1 a picture unlike the painting scores about 1, the size
+    of a prompt's CLIP loss; repeatable."""
+    style_vgg: str = setting("vgg19-caffe", nonempty=True)
+    """The VGG-19 of --style-image, as `dreamcanvas style --vgg`: vgg19-caffe, vgg19 or local:PATH.pth."""
 
     # perceptor ---------------------------------------------------------------------------------------
     clip_models: list[str] = setting(default_factory=list, nonempty=True, flag="--clip")

@@ -33,6 +33,7 @@ _RENAMED = {
     "image_prompt": "image_prompts",
     "target_image": "target_images",
     "clip": "clip_models",
+    "style_image": "style_images",
 }
 
 
@@ -78,6 +79,10 @@ def generate(
     init_weight: Annotated[
         float, typer.Option(help="Keep the picture close to --init-image (MSE weight).", rich_help_panel=PROMPTS)
     ] = 0.0,
+    style_image: Annotated[
+        list[str] | None, typer.Option(help=HELP["style_images"], rich_help_panel=PROMPTS, show_default=False)
+    ] = None,
+    style_vgg: Annotated[str, typer.Option(help=HELP["style_vgg"], rich_help_panel=PROMPTS)] = "vgg19-caffe",
     clip: Annotated[
         list[str] | None,
         typer.Option(
@@ -273,7 +278,7 @@ def generate(
     values = {_RENAMED.get(name, name): value for name, value in values.items()}
     if clip is None:
         values.pop("clip_models")
-    for name in ("image_prompts", "target_images"):
+    for name in ("image_prompts", "target_images", "style_images"):
         values[name] = list(values[name] or [])
 
     if from_png is not None:

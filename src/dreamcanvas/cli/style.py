@@ -57,7 +57,8 @@ NOT_SETTINGS = ("out", "resume_dir", "force", "quiet")
 
 def style(ctx: typer.Context, **values: Any) -> None:
     """Draw a picture in the style of others: Gatys et al. on VGG-19, or Magenta's fast network offline."""
-    from dreamcanvas.style import run
+    from dreamcanvas.style.plan import preflight
+    from dreamcanvas.style.run import load_network, resume, stylize
 
     out, resume_dir, force, quiet = (values.pop(name) for name in NOT_SETTINGS)
     if resume_dir is not None:
@@ -65,14 +66,14 @@ def style(ctx: typer.Context, **values: Any) -> None:
         if settings_typed or out is not None:
             shown = ", ".join(["--out" if out is not None else "", *settings_typed]).strip(", ")
             raise DreamcanvasError(f"--resume continues a run with its own settings and folder: leave out {shown}")
-        result = _with_progress(quiet, lambda on_step: run.resume(resume_dir, on_step=on_step, force=force))
+        result = _with_progress(quiet, lambda on_step: resume(resume_dir, on_step=on_step, force=force))
     else:
-        settings = run.preflight(StyleSettings(**record_values(StyleSettings, values)), out, force=force)
-        settings, network = run.load_network(settings)
+        settings = preflight(StyleSettings(**record_values(StyleSettings, values)), out, force=force)
+        settings, network = load_network(settings)
         if not quiet and network is not None:  # only once the run can start: a refused run prints its one line
             print(f"seed: {settings.seed}", file=sys.stderr)
         result = _with_progress(
-            quiet, lambda on_step: run.stylize(settings, out, on_step=on_step, network=network, force=force)
+            quiet, lambda on_step: stylize(settings, out, on_step=on_step, network=network, force=force)
         )
     _report(result)
 

@@ -42,7 +42,7 @@ from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavai
 from dreamcanvas.generators.base import SamplingGenerator, keep_out_of_checkpoints
 from dreamcanvas.models.guided_unet import KNOWN_FLAGS, GuidedUNet, UNetFlags, load_unet
 from dreamcanvas.models.secondary import SecondaryModel, load_secondary
-from dreamcanvas.perceptor.guide import resolve_precision
+from dreamcanvas.precision import resolve_precision
 from dreamcanvas.records import parse_stored_json
 from dreamcanvas.settings import GenerateSettings
 

@@ -18,7 +18,7 @@ from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.generators.base import Generator, keep_out_of_checkpoints
 from dreamcanvas.models.vqgan import VQGAN, load_vqgan, lookup, quantize
-from dreamcanvas.perceptor.guide import resolve_precision
+from dreamcanvas.precision import resolve_precision
 from dreamcanvas.settings import GenerateSettings
 
 LOCAL_PREFIX = weights.LOCAL_PREFIX

@@ -190,7 +190,7 @@ def _gigabytes(size: float) -> str:
 def _cpu_has_fast_bf16() -> bool:
     """What ``--precision auto`` picks, without importing torch if it is not loaded yet (the CPU's flags)."""
     torch_cpu = getattr(sys.modules.get("torch"), "cpu", None)
-    if torch_cpu is not None:  # the very test --precision auto makes (perceptor.guide.fast_bf16_available)
+    if torch_cpu is not None:  # the very test --precision auto makes (precision.fast_bf16_available)
         checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
         return any(getattr(torch_cpu, name, lambda: False)() for name in checks)
     try:
@@ -304,6 +304,10 @@ def estimate_generate(settings: GenerateSettings) -> MemoryEstimate:
         resident["unet weights"] = parameters * FLOAT32
         loading.append(checkpoint)
         running["unet activations"] = pixels * channels * DIFFUSION_BYTES_PER_PIXEL_CHANNEL[dtype_bytes]
+    if settings.style_images:  # --style-image: VGG-19 to relu5_1 beside CLIP, its forward kept for the backward
+        resident["vgg weights"] = VGG19_STYLE_PARAMETERS * FLOAT32
+        loading.append(VGG19_FILE_BYTES)
+        running["vgg activations"] = pixels * VGG19_BYTES_PER_PIXEL[dtype_bytes]
     pictures = _prompt_pictures(settings)
     if pictures:
         running["prompt pictures"] = sum(
@@ -312,6 +316,34 @@ def estimate_generate(settings: GenerateSettings) -> MemoryEstimate:
         )
     summary = f"picture {width}x{height}, {_plural(cutn, 'cutout')}, {_plural(len(specs), 'CLIP model')}"
     return _estimate(_peak(resident, running, loading), summary, "use a smaller --size or --cutn")
+
+
+# ---------------------------------------------------------------------------------------------- VGG-19 style
+VGG19_STYLE_PARAMETERS = 12_944_960
+"""VGG-19's convolutions up to conv5_1, all a style loss runs (relu5_1 is the last layer read)."""
+VGG19_FILE_BYTES = 575_000_000
+"""Reading a VGG-19 file holds all of it (the classifier too) until the features are taken."""
+VGG19_BYTES_PER_PIXEL = {FLOAT32: 4400.0, BFLOAT16: 3300.0}
+"""VGG-19 to relu5_1, forward kept for the backward, per picture pixel, less the weights (a bf16 run keeps fp32
+copies of the tapped layers). Checked against benchmarks/bench_style.py's peak RSS at 512²."""
+STYLE_RUNTIME_BYTES = 450_000_000
+"""Python, torch, torchvision and onnxruntime loaded, before any picture."""
+
+
+def estimate_style(largest: tuple[int, int], optimizer: str, lbfgs_history: int, dtype_bytes: int) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas style`` (gatys) at its largest scale: the VGG-19 file as it is read, the
+    network's activations, the optimiser's history (L-BFGS: two pictures a step remembered)."""
+    pixels = largest[0] * largest[1]
+    history = 2 * lbfgs_history if optimizer == "lbfgs" else 2
+    parts = {
+        "runtime": STYLE_RUNTIME_BYTES,
+        "weights": VGG19_FILE_BYTES,
+        "activations": pixels * VGG19_BYTES_PER_PIXEL[dtype_bytes],
+        "optimiser": pixels * 3 * FLOAT32 * (history + 2),
+    }
+    summary = f"picture {largest[0]}x{largest[1]}, {optimizer}"
+    remedy = "use a smaller last --sizes, a smaller --lbfgs-history or --optimizer adam"
+    return _estimate(parts, summary, remedy)
 
 
 # ---------------------------------------------------------------------------------------------- trainers

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.perceptor.augment import build_augmentations
 from dreamcanvas.perceptor.clip import ClipPerceptor
 from dreamcanvas.perceptor.cutouts import make_cutouts
 from dreamcanvas.perceptor.losses import prompt_loss
+from dreamcanvas.precision import resolve_precision
 from dreamcanvas.prompts import PromptPart
 
 
@@ -29,26 +29,6 @@ class Target:
     stop: float
     segment: int | None = None
     """The story segment in which it pulls; None = all of them."""
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def fast_bf16_available() -> bool:
-    """True on CPUs with native bf16 matrix units (AMX or AVX512-BF16), where bf16 CLIP runs several times faster."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(precision: str) -> torch.dtype | None:
-    """bf16 where the CPU is fast at it (or asked for), None for plain fp32. Measured in
-    benchmarks/bench_generate.py: bf16 makes both CLIP's image tower and the VQGAN decoder several times
-    faster on AMX CPUs, with the same gradient direction (cosine > 0.999 to fp32's)."""
-    if precision not in PRECISIONS:
-        raise DreamcanvasError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "bf16" or (precision == "auto" and fast_bf16_available()):
-        return torch.bfloat16
-    return None
 
 
 class ClipGuide(nn.Module):

@@ -22,7 +22,6 @@ from dreamcanvas.sd.models import (
     load_tiny_decoder,
     resolve_model,
     tiny_decoder_name,
-    working_dtype,
 )
 from dreamcanvas.sd.parameters import format_parameters, parse_parameters, settings_from_parameters
 from dreamcanvas.sd.pipeline import decode_preview, decode_with_vae, draw, with_seed
@@ -51,5 +50,4 @@ __all__ = [
     "settings_from_parameters",
     "tiny_decoder_name",
     "with_seed",
-    "working_dtype",
 ]

@@ -129,13 +129,6 @@ def is_model_spec(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- dtypes
-def working_dtype(precision: str) -> torch.dtype:
-    """``--precision`` as a dtype: ``auto`` is bf16 where the CPU has native bf16 units, fp32 elsewhere."""
-    from dreamcanvas.perceptor.guide import resolve_precision
-
-    return resolve_precision(precision) or torch.float32
-
-
 def _dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
     """diffusers renamed ``torch_dtype`` to ``dtype``; the old name warns where the new one exists."""
     from diffusers.utils import deprecation_utils

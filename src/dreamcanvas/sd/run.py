@@ -26,7 +26,8 @@ from dreamcanvas import memory
 from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavailableError
 from dreamcanvas.outputs import png, rundir
 from dreamcanvas.outputs.run import Run
-from dreamcanvas.sd.models import load_pipeline, load_tiny_decoder, resolve_model, tiny_decoder_name, working_dtype
+from dreamcanvas.precision import working_dtype
+from dreamcanvas.sd.models import load_pipeline, load_tiny_decoder, resolve_model, tiny_decoder_name
 from dreamcanvas.sd.parameters import format_parameters
 from dreamcanvas.sd.pipeline import decode_preview, decode_with_vae, draw, to_pictures, with_seed
 from dreamcanvas.sd.samplers import a1111_name

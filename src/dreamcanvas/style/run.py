@@ -3,27 +3,25 @@
 **gatys** optimises the picture itself through VGG-19 (:mod:`~dreamcanvas.style.gatys`), scale by scale: the
 first of ``--sizes`` starts from the content picture (or faint noise), every later one from the picture before
 it, enlarged. Step k of the run is step ``k % iterations`` of scale ``k // iterations``. A frame (the picture
-after k steps, enlarged to the final size so that a video has one size) and a checkpoint are written every
-``save_every`` steps and at the end of every scale; ``--resume RUN_DIR`` continues from the last one to the same
-bytes as a run that was never stopped: the checkpoint holds the picture, the optimiser (L-BFGS's history) and
-the random state, and each scale's targets are computed again from the same files the same way.
+after k steps, enlarged to the final size so that a video has one size) and a checkpoint
+(:mod:`~dreamcanvas.style.checkpoint`) are written every ``save_every`` steps and at the end of every scale;
+``--resume RUN_DIR`` continues from the last one to the same bytes as a run that was never stopped, each scale's
+targets computed again from the same files the same way.
 
 **fast** is one pass of Magenta's network (:mod:`~dreamcanvas.style.fast`): no steps, no frames, no checkpoint.
 ``--method auto`` (the default) is gatys when the VGG-19 weights can be had, else fast with one warning.
 
-Everything that can be wrong with the settings is found in :func:`preflight`, before a model is loaded or a file
-written; the weights are fetched (or found missing) before the run folder is made.
+Everything that can be wrong with the settings is found first (:mod:`~dreamcanvas.style.plan`), before a model
+is loaded or a file written; the weights are fetched (or found missing) before the run folder is made.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,22 +29,22 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavailableError
-from dreamcanvas.files import atomic
-from dreamcanvas.files.checkpoints import load_checkpoint, require
 from dreamcanvas.files.pictures import load_tensor, open_rgb, picture_size
-from dreamcanvas.memory import MemoryEstimate, check_fits
-from dreamcanvas.outputs import png, rundir
+from dreamcanvas.outputs import png
 from dreamcanvas.outputs.run import Run, read_stopped
+from dreamcanvas.precision import working_dtype
+from dreamcanvas.style.checkpoint import RunState, load_state, save_state
 from dreamcanvas.style.colors import keep_original_colors
-from dreamcanvas.style.gatys import Losses, StyleObjective, blend_grams, gram_matrix, normalised_weights
-from dreamcanvas.style.settings import MIN_SIDE, StyleSettings
+from dreamcanvas.style.gatys import Losses, StyleObjective, blend_grams, gram_matrix
+from dreamcanvas.style.optimizer import make_optimizer
+from dreamcanvas.style.plan import Plan, plan, preflight, scaled_size, style_side
+from dreamcanvas.style.settings import StyleSettings
 from dreamcanvas.style.vgg import VGGFeatures, from_pixel_space, load_vgg, resolve_vgg, to_pixel_space, weights_file
 
 METHOD = "style"
 """The name this method's run folders and pictures carry."""
-CHECKPOINT_SHAPE = {"step": int, "losses": list, "rng_state": torch.Tensor, "pixels": torch.Tensor, "optimizer": dict}
 RANDOM_INIT_SCALE = 0.001
-"""``--init random``: Gaussian noise of this deviation in 0-255 pixel space around the mean pixel (neural-style's)."""
+"""``--init random``: Gaussian noise of this deviation in pixel space (0-256) around the mean pixel (neural-style's)."""
 
 
 @dataclass
@@ -80,159 +78,6 @@ class StyleResult:
     """The total loss before each step (gatys)."""
 
 
-@dataclass(frozen=True)
-class StylePart:
-    """One style picture and its blend weight (before normalising)."""
-
-    path: str
-    weight: float = 1.0
-
-
-def parse_style(spec: str) -> StylePart:
-    """``PATH[:weight]``. A path that exists is a path, colons and all; otherwise a number after the last colon
-    is the weight, and anything else after a colon of an existing picture is a weight that is not a number."""
-    if Path(spec).exists():
-        return StylePart(spec)
-    head, colon, tail = spec.rpartition(":")
-    if not colon or not head:
-        return StylePart(spec)
-    try:
-        weight = float(tail)
-    except ValueError:
-        if Path(head).exists():
-            raise DreamcanvasError(f"STYLE {spec!r}: the weight {tail!r} is not a number (PATH:weight, e.g. "
-                                   f"{head}:0.5)") from None  # fmt: skip
-        return StylePart(spec)
-    if not math.isfinite(weight) or weight < 0:
-        raise DreamcanvasError(f"STYLE {spec!r}: the weight must be a finite number >= 0, got {tail!r}")
-    return StylePart(head, weight)
-
-
-def _picture_size(path: str, what: str) -> tuple[int, int]:
-    try:
-        return picture_size(path)
-    except DreamcanvasError as error:
-        raise DreamcanvasError(f"{what}: {error}") from None
-
-
-def scaled_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    """``size`` resized so that its longer side is ``longest`` (neural-style's rounding: down)."""
-    width, height = size
-    factor = longest / max(width, height)
-    return max(1, int(width * factor)), max(1, int(height * factor))
-
-
-def scale_sizes(settings: StyleSettings, content_size: tuple[int, int]) -> list[tuple[int, int]]:
-    """``(width, height)`` of the picture at each scale of ``--sizes``."""
-    return [scaled_size(content_size, longest) for longest in settings.sizes]
-
-
-def style_side(settings: StyleSettings, longest: int) -> int:
-    """The longer side a style picture is read at, at a scale whose picture's longer side is ``longest``."""
-    return max(1, int(longest * settings.style_scale))
-
-
-def with_seed(settings: StyleSettings) -> StyleSettings:
-    """``seed -1`` replaced by a random seed, so that the run can be stored and made again."""
-    return settings.replace(seed=secrets.randbelow(2**31)) if settings.seed == -1 else settings
-
-
-def fast_bf16_available() -> bool:
-    """True on CPUs with native bf16 matrix units (AMX or AVX512-BF16): the test ``--precision auto`` makes."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def working_dtype(precision: str) -> torch.dtype:
-    """VGG-19's dtype: bf16 when asked, or for ``auto`` where the CPU has native bf16; fp32 otherwise.
-
-    Measured in benchmarks/bench_style.py: bf16 halves the seconds per step on an AVX512-BF16 CPU; the losses
-    and Gram matrices stay in fp32 (see :mod:`dreamcanvas.style.gatys`).
-    """
-    if precision == "bf16" or (precision == "auto" and fast_bf16_available()):
-        return torch.bfloat16
-    return torch.float32
-
-
-# ------------------------------------------------------------------------------------------------- memory
-RUNTIME_BYTES = 450e6
-"""Python, torch, torchvision and onnxruntime loaded (measured RSS before any picture: about 400 MB)."""
-VGG_FILE_BYTES = 575e6
-"""Reading a VGG-19 file holds all of it (the classifier too) until the features are taken."""
-ACTIVATION_BYTES_PER_PIXEL = {torch.float32: 4400.0, torch.bfloat16: 3300.0}
-"""VGG-19 to relu5_1, forward kept for the backward, per picture pixel (measured by benchmarks/bench_style.py's
-peak RSS at 256 and 512 px, less the weights: the bf16 run keeps fp32 copies of the tapped layers)."""
-
-
-def estimate_memory(settings: StyleSettings, largest: tuple[int, int], dtype: torch.dtype) -> MemoryEstimate:
-    """Peak memory of a gatys run, at its largest scale: the network, its activations, the optimiser's history."""
-    pixels = largest[0] * largest[1]
-    history = 2 * settings.lbfgs_history if settings.optimizer == "lbfgs" else 2
-    parts = {
-        "runtime": RUNTIME_BYTES,
-        "weights": VGG_FILE_BYTES,
-        "activations": pixels * ACTIVATION_BYTES_PER_PIXEL[dtype],
-        "optimiser": pixels * 3 * 4 * (history + 2),
-    }
-    rounded = {name: math.ceil(size) for name, size in parts.items()}
-    summary = f"picture {largest[0]}x{largest[1]}, {settings.optimizer}"
-    remedy = "use a smaller last --sizes, a smaller --lbfgs-history or --optimizer adam"
-    return MemoryEstimate(sum(rounded.values()), rounded, summary, remedy)
-
-
-# ------------------------------------------------------------------------------------------------- preflight
-@dataclass(frozen=True)
-class Plan:
-    """What preflight found out: the style pictures with normalised weights, and each scale's size."""
-
-    styles: list[StylePart]
-    weights: list[float]
-    sizes: list[tuple[int, int]]
-
-
-def plan(settings: StyleSettings) -> Plan:
-    """Read the pictures' headers (never their pixels) and check every size the run will use."""
-    content_size = _picture_size(settings.content, "CONTENT")
-    styles = [parse_style(spec) for spec in settings.styles]
-    style_sizes = [_picture_size(part.path, "STYLE") for part in styles]
-    weights = normalised_weights([part.weight for part in styles])
-    sizes = scale_sizes(settings, content_size)
-    if min(sizes[0]) < MIN_SIDE:
-        raise DreamcanvasError(
-            f"--sizes {settings.sizes[0]}: the content picture becomes {sizes[0][0]}x{sizes[0][1]}, and each side "
-            f"needs at least {MIN_SIDE} pixels (VGG-19 halves it 4 times); start with a larger size"
-        )
-    if settings.method != "fast":
-        for part, size in zip(styles, style_sizes, strict=True):
-            smallest = scaled_size(size, style_side(settings, settings.sizes[0]))
-            if min(smallest) < MIN_SIDE:
-                raise DreamcanvasError(
-                    f"STYLE {part.path}: read at {smallest[0]}x{smallest[1]} for the first scale, and each side "
-                    f"needs at least {MIN_SIDE} pixels; use a larger --style-scale or first size"
-                )
-    return Plan(styles, weights, sizes)
-
-
-def preflight(settings: StyleSettings, out: str | Path | None = None, *, force: bool = False) -> StyleSettings:
-    """Everything checked before anything is loaded or written; returns the settings with a concrete seed.
-
-    A run whose memory estimate exceeds the memory available is refused, unless ``force``.
-    """
-    settings = with_seed(settings)
-    settings.validate()
-    found = plan(settings)
-    if settings.method == "fast":
-        from dreamcanvas.style.fast import models_dir
-
-        models_dir()
-    else:
-        resolve_vgg(settings.vgg, settings.vgg_layout)
-        check_fits(estimate_memory(settings, found.sizes[-1], working_dtype(settings.precision)), force=force)
-    if out is not None:
-        rundir.check_new_run_dir(Path(out))
-    return settings
-
-
 # ------------------------------------------------------------------------------------------------- models
 def taps(settings: StyleSettings) -> tuple[str, ...]:
     """Every VGG-19 layer a run reads, content layers first."""
@@ -262,28 +107,6 @@ def load_network(settings: StyleSettings) -> tuple[StyleSettings, VGGFeatures | 
 
 
 # ------------------------------------------------------------------------------------------------- gatys
-@dataclass
-class RunState:
-    """What a checkpoint holds: the step reached, its losses, the random state, the picture and the optimiser."""
-
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-    rng_state: torch.Tensor = field(default_factory=torch.get_rng_state)
-    pixels: torch.Tensor | None = None
-    """The picture after ``step`` steps, in pixel space, at its scale's size."""
-    optimizer: dict[str, Any] = field(default_factory=dict)
-    """The optimiser's state after ``step`` steps; empty at the end of a scale (the next starts afresh)."""
-
-
-def make_optimizer(settings: StyleSettings, pixels: torch.Tensor) -> torch.optim.Optimizer:
-    """L-BFGS one iteration per ``step()`` call (the same sequence as one call of many, with a frame between any
-    two), no stopping tolerances (neural-style's), or Adam."""
-    if settings.optimizer == "lbfgs":
-        return torch.optim.LBFGS([pixels], lr=1, max_iter=1, history_size=settings.lbfgs_history,
-                                 tolerance_grad=-1, tolerance_change=-1)  # fmt: skip
-    return torch.optim.Adam([pixels], lr=settings.lr)
-
-
 class DivergedError(DreamcanvasError):
     """The loss stopped being a finite number; the last checkpoint is kept."""
 
@@ -354,16 +177,8 @@ class _Gatys:
 
     # --- checkpoints
     def save_checkpoint(self, state: RunState) -> None:
-        assert state.pixels is not None and self.run is not None
-        checkpoint = {
-            "step": state.step,
-            "losses": state.losses,
-            "rng_state": state.rng_state,
-            "pixels": state.pixels.detach(),
-            "optimizer": state.optimizer,
-            "settings": self.settings.to_dict(),
-        }
-        atomic.save_torch(self.run.folder / rundir.STATE_NAME, checkpoint)
+        assert self.run is not None
+        save_state(self.run.folder, state, self.settings)
         self.write_record(state, completed=False)
 
     def write_record(self, state: RunState, *, completed: bool) -> None:
@@ -451,57 +266,6 @@ def _enlarged(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _tensor(picture: Image.Image) -> torch.Tensor:
     """An 8-bit RGB picture as ``(1, 3, H, W)`` float32 in 0-1."""
     return torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
-
-
-# ------------------------------------------------------------------------------------------------- resume
-RESUMABLE_CHANGES = ("method",)
-"""What may differ between ``run.json`` and the checkpoint: nothing the picture depends on."""
-
-
-def _shape_at(found: Plan, step: int, iterations: int) -> tuple[int, int, int, int]:
-    """The shape the checkpoint's picture has after ``step`` steps (the previous scale's at a scale's end)."""
-    scale = (step - 1) // iterations
-    width, height = found.sizes[scale]
-    return (1, 3, height, width)
-
-
-def load_state(run_dir: Path, settings: StyleSettings, found: Plan) -> RunState:
-    """``state.pt`` of a stopped run, checked against its settings: every refusal or damage is one line."""
-    path = run_dir / rundir.STATE_NAME
-    if not path.is_file():
-        raise DreamcanvasError(f"{run_dir} has no {rundir.STATE_NAME} to resume from (stopped before its first "
-                               "checkpoint?)")  # fmt: skip
-    where = f"{rundir.STATE_NAME} in {run_dir}"
-    checkpoint = require(load_checkpoint(path, "checkpoint"), CHECKPOINT_SHAPE, where)
-    saved, now = checkpoint.get("settings"), settings.to_dict()
-    if isinstance(saved, dict):
-        edits = [f"{name} {saved.get(name)!r} -> {now[name]!r}" for name in now
-                 if name not in RESUMABLE_CHANGES and name in saved and saved[name] != now[name]]  # fmt: skip
-        if edits:
-            raise DreamcanvasError(f"cannot resume: {rundir.RUN_JSON} in {run_dir} was edited since the checkpoint "
-                                   f"was saved ({'; '.join(edits)}); put those back")  # fmt: skip
-    step = checkpoint["step"]
-    if not 0 < step <= settings.total_steps:
-        raise DreamcanvasError(f"cannot resume: {where} is at step {step}, outside the run's 1..{settings.total_steps}")
-    rng_state, reference = checkpoint["rng_state"], torch.get_rng_state()
-    if rng_state.dtype != reference.dtype or rng_state.shape != reference.shape:
-        raise DreamcanvasError(f"cannot resume: {where} is damaged (its random-number state is not one)")
-    pixels = checkpoint["pixels"]
-    if pixels.dtype != torch.float32 or tuple(pixels.shape) != _shape_at(found, step, settings.iterations):
-        raise DreamcanvasError(f"cannot resume: {where} is damaged (its picture is {tuple(pixels.shape)}, not the "
-                               f"{_shape_at(found, step, settings.iterations)} of step {step})")  # fmt: skip
-    if not all(isinstance(loss, float | int | None) for loss in checkpoint["losses"]):
-        raise DreamcanvasError(f"cannot resume: {where} is damaged ('losses' holds something else than numbers)")
-    optimizer = checkpoint["optimizer"]
-    if step % settings.iterations:
-        try:
-            make_optimizer(settings, pixels.clone().requires_grad_(True)).load_state_dict(optimizer)
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
-            reason = " ".join(str(error).split())[:200]
-            raise DreamcanvasError(f"cannot resume: {where} does not fit --optimizer {settings.optimizer} ({reason})"
-                                   ) from None  # fmt: skip
-    losses = [float("nan") if loss is None else float(loss) for loss in checkpoint["losses"]]
-    return RunState(step, losses, rng_state, pixels, optimizer)
 
 
 # ------------------------------------------------------------------------------------------------- public API

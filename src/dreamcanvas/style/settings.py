@@ -24,6 +24,8 @@ RELU_LAYERS = tuple(
 )
 """VGG-19's ReLUs by name, as neural-style names them: relu1_1 ... relu5_4."""
 DEFAULT_VGG = "vgg19-caffe"
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+"""Gatys et al.'s and neural-style's style layers: the first ReLU of each block."""
 MIN_SIDE = 16
 """VGG-19 halves a picture four times before relu5_1: a side below 16 pixels leaves nothing to compare there."""
 MAX_SIDE = 1_000_000
@@ -57,19 +59,17 @@ class StyleSettings(SettingsRecord):
     style_weight: float = setting(100.0, low=0, high=1e12)
     """How much each style layer counts (gatys)."""
     tv_weight: float = setting(1e-3, low=0, high=1e12)
-    """Total-variation smoothness, on 0-255 pixels (gatys)."""
+    """Total-variation smoothness, on pixels of 0-256 as neural-style's (gatys)."""
     content_layers: tuple[str, ...] = setting(("relu4_2",), choices=RELU_LAYERS)
     """VGG-19 layers the content is compared at, comma-separated (gatys)."""
-    style_layers: tuple[str, ...] = setting(
-        ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), choices=RELU_LAYERS
-    )
+    style_layers: tuple[str, ...] = setting(DEFAULT_STYLE_LAYERS, choices=RELU_LAYERS)
     """VGG-19 layers whose Gram matrices (divided by C*H*W) are the style, comma-separated (gatys)."""
     optimizer: str = setting("lbfgs", choices=OPTIMIZERS)
     """lbfgs (neural-style's default, the fastest to converge) or adam (less memory: no history)."""
     lbfgs_history: int = setting(100, low=1, high=10_000)
     """Steps L-BFGS remembers (two pictures' worth of memory each)."""
     lr: float = setting(1.0, above=0, high=1e6)
-    """Adam's learning rate, in 0-255 pixel units (neural-style's 1)."""
+    """Adam's learning rate, in pixel units of 0-256 (neural-style's 1)."""
     init: str = setting("content", choices=INITS)
     """What the first scale starts from: content (neural-style's default is random; starting from the content
     picture reaches a finished look in a fraction of the steps, which a CPU needs) or random (faint noise)."""

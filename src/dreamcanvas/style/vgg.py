@@ -8,8 +8,9 @@ torchvision's ``vgg19().features`` numbers them) but different expectations of t
   0-255 with the mean pixel subtracted. The file as published names its classifier ``classifier.1/4/6``,
   neural-style-pt's download script renames those ``classifier.0/3/6``; either loads (only features are used).
 
-The picture is optimised in one space whatever the file: RGB in 0-255 minus the Caffe mean pixel
-(:func:`to_pixel_space`), neural-style's own space up to the channel order, so ``--tv-weight``, ``--lr`` and
+The picture is optimised in one space whatever the file: RGB times 256 minus the Caffe mean pixel
+(:func:`to_pixel_space`; neural-style and neural-style-pt scale by 256, not 255, and so do we: the Caffe network
+sees the values it sees there), neural-style's own space up to the channel order, so ``--tv-weight``, ``--lr`` and
 the random start mean the same with both files. :class:`VGGFeatures` maps that space to the file's input.
 
 The network is torchvision's ``vgg19`` architecture, built on the meta device (no random initialisation of
@@ -31,6 +32,9 @@ from dreamcanvas.files.checkpoints import describe_misfit, load_checkpoint
 
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 """The mean pixel the Caffe VGG-19 was trained with (0-255), in RGB order (Caffe lists it as BGR)."""
+PIXEL_SCALE = 256.0
+"""A 0-1 picture times this is pixel space: neural-style's quirk (``mul(256)``), kept because it changes the
+features the Caffe network computes (by 0.4 %, the style loss by 0.8 %)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYOUTS = ("torchvision", "caffe")
@@ -101,21 +105,22 @@ class VGGSpec:
     layout: str | None
 
 
-def resolve_vgg(spec: str, layout: str = "auto") -> VGGSpec:
-    """Check a ``--vgg`` value without reading any weights: a registered name or ``local:PATH`` to a file."""
+def resolve_vgg(spec: str, layout: str = "auto", *, flag: str = "--vgg") -> VGGSpec:
+    """Check a ``--vgg`` value (``flag`` names the option in messages) without reading any weights: a registered
+    name or ``local:PATH`` to a file."""
     if layout not in ("auto", *LAYOUTS):
         raise DreamcanvasError(f"--vgg-layout must be one of auto, {', '.join(LAYOUTS)}; got {layout!r}")
     chosen = None if layout == "auto" else layout
     if spec.startswith(weights.LOCAL_PREFIX):
         path = Path(spec[len(weights.LOCAL_PREFIX) :]).expanduser()
         if not path.is_file():
-            raise DreamcanvasError(f"--vgg {spec}: no such file (give the .pth file of a VGG-19)")
+            raise DreamcanvasError(f"{flag} {spec}: no such file (give the .pth file of a VGG-19)")
         return VGGSpec(spec, None, path, chosen or layout_of_file(path))
     if spec in REGISTERED_LAYOUTS and weights.find_source(spec) is not None:
         return VGGSpec(spec, spec, None, chosen or REGISTERED_LAYOUTS[spec])
     known = ", ".join(REGISTERED_LAYOUTS)
     hint = f" (a file? write local:{spec})" if Path(spec).suffix in (".pth", ".pt") else ""
-    raise DreamcanvasError(f"unknown --vgg {spec!r}{hint}: choose {known} or local:PATH.pth")
+    raise DreamcanvasError(f"unknown {flag} {spec!r}{hint}: choose {known} or local:PATH.pth")
 
 
 def weights_file(resolved: VGGSpec, *, allow_download: bool = True) -> Path:
@@ -129,7 +134,7 @@ def weights_file(resolved: VGGSpec, *, allow_download: bool = True) -> Path:
 class VGGFeatures(nn.Module):
     """VGG-19's layers up to the last one asked for; ``forward`` gives each asked-for layer's output by name.
 
-    Input: a picture in pixel space (RGB 0-255 minus :data:`CAFFE_MEAN_RGB`, see :func:`to_pixel_space`),
+    Input: a picture in pixel space (RGB times 256 minus :data:`CAFFE_MEAN_RGB`, see :func:`to_pixel_space`),
     mapped here to what the weights expect. With ``dtype=torch.bfloat16`` the convolutions run in bf16 in
     channels-last memory (oneDNN's fast path on AMX / AVX512-BF16 CPUs); the outputs are cast back to fp32.
     """
@@ -146,10 +151,10 @@ class VGGFeatures(nn.Module):
         mean = torch.tensor(CAFFE_MEAN_RGB).view(1, 3, 1, 1)
         if layout == "caffe":  # pixel space is caffe's own, in RGB order: only the channels swap
             scale, shift, order = torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1), [2, 1, 0]
-        else:  # ((p + mean) / 255 - imagenet_mean) / imagenet_std, as one scale and shift
+        else:  # ((p + mean) / 256 - imagenet_mean) / imagenet_std, as one scale and shift: the 0-1 picture
             std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-            scale = 1 / (255 * std)
-            shift = (mean / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / std
+            scale = 1 / (PIXEL_SCALE * std)
+            shift = (mean / PIXEL_SCALE - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / std
             order = [0, 1, 2]
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("shift", shift, persistent=False)
@@ -173,19 +178,24 @@ class VGGFeatures(nn.Module):
         return found
 
 
+LAYOUT_HINT = "add --vgg-layout caffe (neural-style's file) or --vgg-layout torchvision"
+NAME_HINT = "name the file vgg19-d01eb7cb.pth (neural-style's Caffe file) or vgg19-dcbb9e9d.pth (torchvision's)"
+"""How to tell a file's layout where there is no ``--vgg-layout`` (``generate --style-vgg``)."""
+
+
 def load_vgg(path: Path, layout: str | None, taps: tuple[str, ...], *, pooling: str = "max",
-             dtype: torch.dtype = torch.float32, where: str = "") -> VGGFeatures:  # fmt: skip
+             dtype: torch.dtype = torch.float32, where: str = "", layout_hint: str = LAYOUT_HINT
+             ) -> VGGFeatures:  # fmt: skip
     """VGG-19 features from a ``.pth`` file of either layout (read weights-only: no code runs from it).
 
-    ``layout`` None: told by the file's name or its classifier's names, else one line asking for --vgg-layout.
+    ``layout`` None: told by the file's name or its classifier's names, else one line ending in ``layout_hint``.
     """
     where = where or str(path)
     state = load_checkpoint(path, "VGG-19 weights")
     layout = layout or layout_of_file(path, state if isinstance(state, dict) else None)
     if layout is None:
         raise DreamcanvasError(
-            f"cannot tell how {where} expects its pictures (both VGG-19 files use the same names): "
-            "add --vgg-layout caffe (neural-style's file) or --vgg-layout torchvision"
+            f"cannot tell how {where} expects its pictures (both VGG-19 files use the same names): {layout_hint}"
         )
     found = feature_state(state, where)
     del state  # the classifier (480 MB of the file) is never used
@@ -210,11 +220,11 @@ def load_vgg(path: Path, layout: str | None, taps: tuple[str, ...], *, pooling: 
 
 
 def to_pixel_space(picture: torch.Tensor) -> torch.Tensor:
-    """``(1, 3, H, W)`` RGB in 0-1 -> the space pictures are optimised in: 0-255 minus the mean pixel."""
-    return picture * 255 - torch.tensor(CAFFE_MEAN_RGB, dtype=picture.dtype).view(1, 3, 1, 1)
+    """``(1, 3, H, W)`` RGB in 0-1 -> the space pictures are optimised in: times 256, minus the mean pixel."""
+    return picture * PIXEL_SCALE - torch.tensor(CAFFE_MEAN_RGB, dtype=picture.dtype).view(1, 3, 1, 1)
 
 
 def from_pixel_space(pixels: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`to_pixel_space`, clamped to 0-1: a picture to save."""
     mean = torch.tensor(CAFFE_MEAN_RGB, dtype=pixels.dtype).view(1, 3, 1, 1)
-    return ((pixels.detach() + mean) / 255).clamp(0, 1)
+    return ((pixels.detach() + mean) / PIXEL_SCALE).clamp(0, 1)

