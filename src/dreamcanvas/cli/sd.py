@@ -22,7 +22,7 @@ from dreamcanvas.sd.settings import SDSettings
 PROMPT, MODEL, SAMPLING, IMAGE, OUTPUT = "Prompt", "Model", "Sampling", "Image to image", "Output"
 PANELS = {
     **dict.fromkeys(("prompt", "negative"), PROMPT),
-    **dict.fromkeys(("model", "precision", "decoder", "tiny_decoder"), MODEL),
+    **dict.fromkeys(("model", "precision", "backend", "decoder", "tiny_decoder"), MODEL),
     **dict.fromkeys(("steps", "guidance", "sampler", "seed", "width", "height", "batch"), SAMPLING),
     **dict.fromkeys(("init_image", "strength"), IMAGE),
     **dict.fromkeys(("save_every", "preview", "video", "gif", "fps", "upscale", "upscale_model"), OUTPUT),

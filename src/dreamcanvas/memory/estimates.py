@@ -512,11 +512,14 @@ def estimate_sd(settings: Any) -> MemoryEstimate:
     dtype_bytes = _image_dtype_bytes(settings.precision)
     pixels = settings.width * settings.height
     channels = TAESD_CHANNELS if settings.decoder == "taesd" else SD_VAE_LAST_CHANNELS
+    weights = _sd_weights_bytes(settings.model, dtype_bytes)
     parts = {
         "runtime": SD_RUNTIME_BYTES,
-        "weights": _sd_weights_bytes(settings.model, dtype_bytes),
+        "weights": weights,
         "decoding": settings.batch * pixels * channels * SD_DECODER_BYTES_PER_PIXEL_CHANNEL * dtype_bytes,
     }
+    if settings.backend == "openvino":  # the converted UNet beside the PyTorch one it came from
+        parts["openvino copy"] = weights
     summary = f"{_plural(settings.batch, 'picture')} of {settings.width}x{settings.height}, {settings.model}"
     return _estimate(parts, summary, "use a smaller --size or --batch, or --decoder taesd")
 

@@ -8,6 +8,8 @@
   checkpoints, ``bundled:``) loaded as diffusers pipelines in the working dtype; TAESD decoders.
 * :mod:`~dreamcanvas.sd.pipeline` - :func:`draw`: one call of the diffusers pipeline, seeded per picture,
   with a hook after every step for previews.
+* :mod:`~dreamcanvas.sd.speed` - the CPU levers measured to pay (channels_last; bf16 is the loader's).
+* :mod:`~dreamcanvas.sd.openvino` - ``--backend openvino``: the UNet converted by OpenVINO, cached, compiled.
 * :mod:`~dreamcanvas.sd.run` - :func:`draw_run`: a picture as a dreamcanvas run (folder, preview frames,
   both kinds of PNG settings, video), by the contract of :mod:`dreamcanvas.outputs.run`.
 

@@ -81,6 +81,10 @@ def preflight(settings: SDSettings, out: str | Path | None = None, *, force: boo
     if (settings.video or settings.gif) and settings.preview == "none":
         raise DreamcanvasError("--video and --gif show the previews: they need --preview taesd or vae, not none")
     resolve_model(settings.model)
+    if settings.backend == "openvino":
+        from dreamcanvas.sd.openvino import require_openvino
+
+        require_openvino()
     if settings.init_image is not None:
         png.check_image(settings.init_image)
     if out is not None:
@@ -123,6 +127,10 @@ def load_models(settings: SDSettings, *, force: bool = False) -> Models:
     passes its memory check)."""
     dtype = working_dtype(settings.precision)
     pipe = load_pipeline(settings.model, dtype, for_image_to_image=settings.init_image is not None)
+    if settings.backend == "openvino":
+        from dreamcanvas.sd.openvino import openvino_unet
+
+        pipe.unet = openvino_unet(pipe.unet, dtype)
     final_upscale = None
     if settings.upscale:
         from dreamcanvas.upscale.step import prepare

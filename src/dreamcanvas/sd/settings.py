@@ -24,6 +24,9 @@ MAX_BATCH = 64
 PREVIEWS = ("taesd", "vae", "none")
 DECODERS = ("vae", "taesd")
 PRECISIONS = ("auto", "bf16", "fp32")
+BACKENDS = ("pytorch", "openvino")
+OPENVINO_SIDE_MULTIPLE = 64
+"""``--backend openvino``'s converted UNet is exact for latents in whole multiples of 8 (see sd/openvino.py)."""
 
 
 @dataclass
@@ -65,6 +68,9 @@ class SDSettings(SettingsRecord):
     """The TAESD of --preview/--decoder taesd: empty = taesd or taesdxl, as the model needs; or local:DIR."""
     precision: str = setting("auto", choices=PRECISIONS)
     """Weights and compute in bf16 or fp32; auto = bf16 on CPUs with native bf16 (AMX / AVX512-BF16)."""
+    backend: str = setting("pytorch", choices=BACKENDS)
+    """What runs the UNet: pytorch, or openvino (pip install "dreamcanvas[openvino]"; converted once per model
+    and cached; SD 1.x / 2.x models, sides multiples of 64)."""
     video: bool = False
     """Also write an MP4 of the denoising, one frame per preview."""
     gif: bool = False
@@ -94,6 +100,11 @@ class SDSettings(SettingsRecord):
             raise DreamcanvasError(
                 f"--size {self.width} {self.height}: each side must be a multiple of 8 (try --size {suggestion})"
             )
+        step = OPENVINO_SIDE_MULTIPLE
+        if self.backend == "openvino" and (self.width % step or self.height % step):
+            suggestion = f"{_round_to_latent(self.width, step)} {_round_to_latent(self.height, step)}"
+            raise DreamcanvasError(f"--size {self.width} {self.height}: --backend openvino needs sides that are "
+                                   f"multiples of {step} (try --size {suggestion})")  # fmt: skip
 
     def _check_denoising_steps(self) -> None:
         """Image-to-image runs only ``steps * strength`` of the steps (as diffusers does): at least one must run."""
@@ -106,5 +117,5 @@ class SDSettings(SettingsRecord):
             )
 
 
-def _round_to_latent(side: int) -> int:
-    return max(LATENT_SCALE, round(side / LATENT_SCALE) * LATENT_SCALE)
+def _round_to_latent(side: int, multiple: int = LATENT_SCALE) -> int:
+    return max(multiple, round(side / multiple) * multiple)

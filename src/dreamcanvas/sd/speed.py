@@ -17,6 +17,7 @@ dreamcanvas 4.8 s):
 Measured and left out (no gain beyond this shared machine's noise, best of 4-6 calls of the bf16 SD-Turbo UNet,
 2.0-2.3 s each): fused QKV projections (``unet.fuse_qkv_projections()``: 2.27 vs 2.03 s), flush-denormal mode
 (2.35 s), ``torch.inference_mode`` instead of ``no_grad``; ``torch.compile``: see :func:`prepare_for_cpu`.
+OpenVINO (1.26x on the UNet in bf16, without AMX) is a backend of its own, not a lever here: ``sd/openvino.py``.
 Kept as they are: diffusers' default attention (``AttnProcessor2_0``, PyTorch SDPA) and torch's default of one
 thread per core.
 """

@@ -19,7 +19,7 @@ from torch import nn
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files.pictures import load_tensor, picture_size
 from dreamcanvas.style.gatys import gram_matrix
-from dreamcanvas.style.plan import StylePart, parse_style
+from dreamcanvas.style.plan import StylePart, parse_style, scaled_size
 from dreamcanvas.style.settings import DEFAULT_STYLE_LAYERS, MIN_SIDE
 from dreamcanvas.style.vgg import NAME_HINT, VGGFeatures, load_vgg, resolve_vgg, to_pixel_space, weights_file
 
@@ -54,9 +54,7 @@ def relative_style_loss(grams: dict[str, torch.Tensor], targets: dict[str, torch
 
 def style_target(network: VGGFeatures, path: str, weight: float, longest: int) -> StyleTarget:
     """A painting's Gram matrices, the painting read with its longer side ``longest`` (the picture's)."""
-    width, height = picture_size(path)
-    factor = longest / max(width, height)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    size = scaled_size(picture_size(path), longest)
     with torch.no_grad():
         features = network(to_pixel_space(load_tensor(path, size)))
     return StyleTarget({layer: gram_matrix(maps) for layer, maps in features.items()}, weight)
