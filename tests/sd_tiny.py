@@ -65,10 +65,11 @@ def make_text_encoder(vocab_size: int):
     return CLIPTextModel(config).eval()
 
 
-def make_unet():
+def make_unet(**changes):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
+        **changes,
         sample_size=8,
         in_channels=4,
         out_channels=4,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import offline_hub, one_error_line, run_cli, tree
 from PIL import Image
-from sd_tiny import make_tiny_pipeline
+from sd_tiny import make_tiny_pipeline, make_unet
 
 pytest.importorskip("openvino")
 
@@ -75,3 +75,14 @@ def test_without_openvino_installed_the_backend_says_how_to_get_it(capsys, tmp_p
     code, _, err = run_cli(sd_args(tiny_dir, tmp_path / "run", "--backend", "openvino"), capsys)
     assert 'pip install "dreamcanvas[openvino]"' in one_error_line(code, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_unet_with_more_inputs_than_the_text_is_refused_before_a_run():
+    """LCM's distilled UNets take a guidance embedding: the traced three-input network cannot carry it."""
+    import torch
+
+    from dreamcanvas.errors import DreamcanvasError
+    from dreamcanvas.sd.openvino import openvino_unet
+
+    with pytest.raises(DreamcanvasError, match="needs --backend pytorch"):
+        openvino_unet(make_unet(time_cond_proj_dim=8), torch.float32)

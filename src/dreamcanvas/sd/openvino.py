@@ -29,6 +29,8 @@ from dreamcanvas.weights import dreamcanvas_cache_dir
 
 CACHE_FOLDER = "openvino"
 INSTALL_HINT = 'pip install "dreamcanvas[openvino]"'
+UNSUPPORTED = ("--backend openvino runs SD 1.x / 2.x UNets; this model (LCM's guidance embedding or SDXL's added "
+               "conditions) needs --backend pytorch")  # fmt: skip
 
 
 def require_openvino() -> Any:
@@ -73,9 +75,8 @@ class OpenVINOUNet(nn.Module):
                 return_dict: bool = True, **_: Any) -> Any:  # fmt: skip
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-        if timestep_cond is not None or added_cond_kwargs:
-            raise DreamcanvasError("--backend openvino runs SD 1.x / 2.x UNets; this model (LCM guidance or SDXL "
-                                   "conditioning) needs --backend pytorch")  # fmt: skip
+        if timestep_cond is not None or added_cond_kwargs:  # refused at load already (openvino_unet)
+            raise DreamcanvasError(UNSUPPORTED)
         steps = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0])
         feeds = [tensor.float().contiguous().numpy() for tensor in (sample, steps, encoder_hidden_states)]
         noise = torch.from_numpy(self.compiled(feeds)[0]).to(sample.dtype)
@@ -124,8 +125,14 @@ def _float32_at_the_edges(openvino: Any, model: Any) -> Any:
 
 
 def openvino_unet(unet: nn.Module, dtype: torch.dtype, threads: int | None = None) -> OpenVINOUNet:
-    """``unet`` converted (or read from the cache) and compiled for the CPU in ``dtype`` (bf16 or fp32)."""
+    """``unet`` converted (or read from the cache) and compiled for the CPU in ``dtype`` (bf16 or fp32).
+
+    Refused in one line, before a run starts: UNets that take more than a sample, a timestep and the text (LCM's
+    guidance embedding, SDXL's added conditions), which the traced three-input network cannot carry."""
     openvino = require_openvino()
+    config = unet.config
+    if config.get("time_cond_proj_dim") is not None or config.get("addition_embed_type") is not None:
+        raise DreamcanvasError(UNSUPPORTED)
     path = convert(unet)
     hints = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
              "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}  # fmt: skip
