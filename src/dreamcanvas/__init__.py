@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DreamcanvasError", "GenerateSettings", "SDSettings", "__version__", "draw_run", "generate",
-    "load_diffusion_unet", "resume",
+    "load_biggan", "load_diffusion_unet", "resume",
 ]  # fmt: skip
 
 
@@ -31,6 +31,10 @@ def __getattr__(name: str):
         from dreamcanvas import sd
 
         return getattr(sd, name)
+    if name == "load_biggan":
+        from dreamcanvas.models.biggan import load_biggan
+
+        return load_biggan
     if name == "load_diffusion_unet":
         from dreamcanvas.generators.diffusion import load_diffusion_unet
 
