@@ -86,6 +86,21 @@ def test_a_port_folder_loads_and_draws_what_the_port_draws(small_dir):
         assert not torch.allclose(ours(z, classes, 0.4), ours(z, classes, 0.37))
 
 
+def test_one_row_per_layer_is_bigsleeps_input_and_equal_rows_are_the_ports_call(small_dir):
+    model = dreamcanvas.load_biggan(f"local:{small_dir}")
+    rows = model.generator.conditions
+    assert rows == len(SMALL.layers) + 1
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(3))
+    classes = torch.softmax(torch.randn(2, 10, generator=torch.Generator().manual_seed(4)), dim=-1)
+    with torch.no_grad():
+        shared = model(z, classes, 0.5)
+        per_layer = model(z[:, None].expand(2, rows, 16), classes[:, None].expand(2, rows, 10), 0.5)
+        torch.testing.assert_close(per_layer, shared, rtol=0, atol=1e-6)
+        different = z[:, None].repeat(1, rows, 1)
+        different[:, -1] += 1.0  # only the last block's row changes
+        assert not torch.allclose(model(different, classes[:, None].expand(2, rows, 10), 0.5), shared)
+
+
 def test_bad_biggan_folders_and_names_are_one_line(tmp_path, small_dir, monkeypatch):
     offline_hub(tmp_path / "hub", monkeypatch)
     with pytest.raises(DreamcanvasError, match="not a BigGAN folder"):

@@ -216,17 +216,28 @@ class Generator(nn.Module):
         self.bn = TruncationBatchNorm(width, None, config.n_stats, config.eps)
         self.conv_to_rgb = SNConv2d(width, width, 3, eps=config.eps)
 
+    @property
+    def conditions(self) -> int:
+        """Rows of a per-layer condition: one for ``gen_z`` and one for each block (BigSleep's latents)."""
+        return len(self.config.layers) + 1
+
     def forward(self, condition: torch.Tensor, truncation: float) -> torch.Tensor:
+        """``condition`` ``(N, 2 * z_dim)`` for every layer (the port's), or ``(N, conditions, 2 * z_dim)``:
+        row 0 for ``gen_z``, row ``k`` for the ``k``-th block (BigSleep's copy of the generator)."""
+        rows = condition.unbind(1) if condition.dim() == 3 else [condition] * self.conditions
         width = self.config.channel_width
-        x = self.gen_z(condition).reshape(-1, 4, 4, 16 * width).permute(0, 3, 1, 2).contiguous()
+        x = self.gen_z(rows[0]).reshape(-1, 4, 4, 16 * width).permute(0, 3, 1, 2).contiguous()
+        blocks = iter(rows[1:])
         for layer in self.layers:
-            x = layer(x, condition, truncation) if isinstance(layer, GeneratorBlock) else layer(x)
+            x = layer(x, next(blocks), truncation) if isinstance(layer, GeneratorBlock) else layer(x)
         x = self.conv_to_rgb(F.relu(self.bn(x, truncation)))
         return torch.tanh(x[:, :3])
 
 
 class BigGAN(nn.Module):
-    """``model(z, class_vector, truncation)`` -> ``(N, 3, size, size)`` in ``[-1, 1]``, as the port's ``BigGAN``."""
+    """``model(z, class_vector, truncation)`` -> ``(N, 3, size, size)`` in ``[-1, 1]``, as the port's ``BigGAN``;
+    ``z`` ``(N, L, z_dim)`` and ``class_vector`` ``(N, L, classes)`` give each layer its own row (see
+    :meth:`Generator.forward`)."""
 
     def __init__(self, config: BigGANConfig) -> None:
         super().__init__()
@@ -237,7 +248,7 @@ class BigGAN(nn.Module):
     def forward(self, z: torch.Tensor, class_vector: torch.Tensor, truncation: float) -> torch.Tensor:
         if not 0 < truncation <= 1:
             raise ValueError(f"truncation must be in (0, 1], got {truncation}")
-        return self.generator(torch.cat([z, self.embeddings(class_vector)], dim=1), truncation)
+        return self.generator(torch.cat([z, self.embeddings(class_vector)], dim=-1), truncation)
 
 
 def load_biggan_files(config_path: str | Path, weights_path: str | Path) -> BigGAN:
