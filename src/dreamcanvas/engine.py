@@ -231,13 +231,12 @@ def _style_guide(settings: GenerateSettings) -> StyleGuide | None:
 
 def _final_upscale(settings: GenerateSettings, force: bool) -> FinalUpscale | None:
     """The ``--upscale`` model, loaded before the run starts (and before the seed: loading draws no number the
-    picture depends on). The size is the one asked for: a generator's rounding changes it by a few pixels."""
+    picture depends on); spandrel is imported only when it is asked for."""
     if not settings.upscale:
         return None
     from dreamcanvas.upscale.step import prepare
 
-    size = (settings.width, settings.height)
-    return prepare(settings.upscale, settings.upscale_model, settings.precision, size, force=force)
+    return prepare(settings, force=force)
 
 
 # --- the loop ----------------------------------------------------------------------------------------

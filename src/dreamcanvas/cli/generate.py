@@ -331,10 +331,9 @@ def resume(
 ) -> None:
     """Continue a run stopped by Ctrl-C or a crash, from its last checkpoint."""
     from dreamcanvas import engine
-    from dreamcanvas.outputs import rundir
+    from dreamcanvas.outputs.run import read_stopped
 
-    stored = rundir.read_run_json(run_dir)
-    settings = GenerateSettings.from_dict(stored["settings"], f"the settings in {run_dir / rundir.RUN_JSON}")
+    stored, settings = read_stopped(run_dir, engine.METHOD, GenerateSettings)
     total = iterations if iterations is not None else settings.iterations
     result = _with_progress(
         quiet,

@@ -117,8 +117,13 @@ def load_tensor(path: str | Path, size: tuple[int, int] | None = None) -> torch.
     picture = open_rgb(path, size)
     if size is not None and picture.size != tuple(size):
         picture = picture.resize(tuple(size), Image.Resampling.LANCZOS)
-    samples = torch.from_numpy(np.array(picture)).permute(2, 0, 1)[None]  # uint8 (writable: torch wants that)
-    del picture
+    return to_tensor(picture)
+
+
+def to_tensor(picture: Image.Image) -> torch.Tensor:
+    """An 8-bit picture as ``(1, 3, H, W)`` float32 in ``[0, 1]`` (RGB; other modes converted)."""
+    rgb = picture if picture.mode == "RGB" else picture.convert("RGB")
+    samples = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None]  # uint8 (writable: torch wants that)
     # One float32 copy (4 bytes a sample, the largest thing made here), divided in place
     return samples.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
 

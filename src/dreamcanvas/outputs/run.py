@@ -19,7 +19,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from PIL import Image
@@ -28,11 +28,12 @@ from dreamcanvas import __version__
 from dreamcanvas.outputs import png, rundir, video
 from dreamcanvas.records import SettingsRecord
 
+if TYPE_CHECKING:  # not at run time: the upscale package imports spandrel
+    from dreamcanvas.upscale.tiles import TileHook
+
 SettingsRecordType = TypeVar("SettingsRecordType", bound=SettingsRecord)
 Picture = torch.Tensor | Image.Image
 """A ``(1, 3, H, W)`` tensor in ``[0, 1]`` or an RGB picture."""
-TileHook = Any
-"""``on_tile(tiles_done, tiles_total)``, or None (see :mod:`dreamcanvas.upscale.tiles`)."""
 
 
 class PictureUpscaler(Protocol):
@@ -41,7 +42,7 @@ class PictureUpscaler(Protocol):
     @property
     def factor(self) -> float: ...
 
-    def __call__(self, picture: Image.Image, on_tile: TileHook = None) -> Image.Image: ...
+    def __call__(self, picture: Image.Image, on_tile: TileHook | None = None) -> Image.Image: ...
 
 
 def run_metadata(method: str, settings: SettingsRecord, step: int) -> dict[str, Any]:
@@ -123,7 +124,7 @@ class Run:
         upscaler: PictureUpscaler,
         picture: Path,
         step: int,
-        on_tile: TileHook = None,
+        on_tile: TileHook | None = None,
         *,
         settings: SettingsRecord | None = None,
         text: dict[str, str] | None = None,

@@ -136,5 +136,6 @@ def openvino_unet(unet: nn.Module, dtype: torch.dtype, threads: int | None = Non
     path = convert(unet)
     hints = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
              "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}  # fmt: skip
-    compiled = openvino.Core().compile_model(openvino.Core().read_model(path), "CPU", hints)
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU", hints)
     return OpenVINOUNet(compiled, unet.config, dtype)

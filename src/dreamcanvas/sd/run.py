@@ -132,11 +132,10 @@ def load_models(settings: SDSettings, *, force: bool = False) -> Models:
 
         pipe.unet = openvino_unet(pipe.unet, dtype)
     final_upscale = None
-    if settings.upscale:
+    if settings.upscale:  # spandrel is imported only when it is asked for
         from dreamcanvas.upscale.step import prepare
 
-        size = (settings.width, settings.height)
-        final_upscale = prepare(settings.upscale, settings.upscale_model, settings.precision, size, force=force)
+        final_upscale = prepare(settings, force=force)
     return Models(pipe, _tiny_decoder_for(pipe, settings, dtype), final_upscale)
 
 

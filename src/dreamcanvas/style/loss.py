@@ -19,7 +19,7 @@ from torch import nn
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files.pictures import load_tensor, picture_size
 from dreamcanvas.style.gatys import gram_matrix
-from dreamcanvas.style.plan import StylePart, parse_style, scaled_size
+from dreamcanvas.style.plan import parse_style, scaled_size
 from dreamcanvas.style.settings import DEFAULT_STYLE_LAYERS, MIN_SIDE
 from dreamcanvas.style.vgg import NAME_HINT, VGGFeatures, load_vgg, resolve_vgg, to_pixel_space, weights_file
 
@@ -63,7 +63,7 @@ def style_target(network: VGGFeatures, path: str, weight: float, longest: int) -
 FLAG, VGG_FLAG = "--style-image", "--style-vgg"
 
 
-def check_style_images(specs: list[str], vgg: str, size: tuple[int, int]) -> list[StylePart]:
+def check_style_images(specs: list[str], vgg: str, size: tuple[int, int]) -> None:
     """Everything about ``--style-image`` that can be known without loading VGG-19: one line for each mistake."""
     if min(size) < MIN_SIDE:
         raise DreamcanvasError(f"{FLAG} needs a picture of at least {MIN_SIDE} pixels a side (VGG-19 halves it 4 "
@@ -74,13 +74,12 @@ def check_style_images(specs: list[str], vgg: str, size: tuple[int, int]) -> lis
     if not any(part.weight for part in parts):
         raise DreamcanvasError(f"{FLAG}: every weight is 0; leave the option out instead")
     resolve_vgg(vgg, flag=VGG_FLAG)
-    return parts
 
 
 def load_style_guide(specs: list[str], vgg: str, dtype: torch.dtype, size: tuple[int, int]) -> StyleGuide:
     """VGG-19 (``vgg``: a registered name or ``local:PATH``, as ``dreamcanvas style --vgg``) and the targets of
     each ``PATH[:weight]`` painting, for a picture of ``size``."""
-    parts = check_style_images(specs, vgg, size)
+    parts = [parse_style(spec, FLAG) for spec in specs]  # checked by check_style_images in the run's preflight
     resolved = resolve_vgg(vgg, flag=VGG_FLAG)
     network = load_vgg(weights_file(resolved), resolved.layout, DEFAULT_STYLE_LAYERS, dtype=dtype,
                        where=f"{VGG_FLAG} {vgg}", layout_hint=NAME_HINT)  # fmt: skip

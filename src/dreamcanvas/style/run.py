@@ -23,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavailableError
-from dreamcanvas.files.pictures import load_tensor, open_rgb, picture_size
+from dreamcanvas.files.pictures import load_tensor, open_rgb, picture_size, to_tensor
 from dreamcanvas.outputs import png
 from dreamcanvas.outputs.run import Run, read_stopped
 from dreamcanvas.precision import working_dtype
@@ -260,12 +259,7 @@ class _Gatys:
 def _enlarged(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A smaller scale's picture at the final size (LANCZOS, on the 8-bit picture a frame would hold)."""
     picture = png.to_pil(image).resize(size, Image.Resampling.LANCZOS)
-    return _tensor(picture)
-
-
-def _tensor(picture: Image.Image) -> torch.Tensor:
-    """An 8-bit RGB picture as ``(1, 3, H, W)`` float32 in 0-1."""
-    return torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    return to_tensor(picture)
 
 
 # ------------------------------------------------------------------------------------------------- public API
@@ -282,8 +276,8 @@ def draw_fast(settings: StyleSettings, found: Plan) -> torch.Tensor:
     content = open_rgb(settings.content)
     side = (stylizer.style_side, stylizer.style_side)
     styles = [open_rgb(part.path, side, cover=True) for part in found.styles]
-    image = _tensor(stylizer.stylize(content, stylizer.blended_vector(styles, found.weights)))
-    return keep_original_colors(image, _tensor(content)) if settings.original_colors else image
+    image = to_tensor(stylizer.stylize(content, stylizer.blended_vector(styles, found.weights)))
+    return keep_original_colors(image, to_tensor(content)) if settings.original_colors else image
 
 
 def stylize(

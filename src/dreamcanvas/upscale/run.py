@@ -16,8 +16,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
 from dreamcanvas import memory
@@ -144,7 +142,7 @@ def upscale_picture(upscaler: Upscaler, colour: Image.Image, settings: UpscaleSe
                     on_tile: TileHook | None = None) -> Image.Image:  # fmt: skip
     """An RGB picture upscaled tile by tile with ``settings``' tiles, then resized to ``target`` if it differs."""
     tiles = plan_tiles(*colour.size, settings.tile, settings.tile_pad)
-    samples = torch.from_numpy(np.array(colour)).permute(2, 0, 1)[None].float().div_(255)
+    samples = pictures.to_tensor(colour)
     upscaled = upscale_tiles(upscaler, samples, upscaler.scale, tiles, on_tile)
     del samples
     return _resized(upscaled, target)

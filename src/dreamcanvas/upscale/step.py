@@ -9,6 +9,7 @@ run's own picture stays what it was, so a resumed run still equals a straight on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -18,8 +19,15 @@ from dreamcanvas.upscale.run import check_output, final_size, load_model, upscal
 from dreamcanvas.upscale.settings import UpscaleSettings
 from dreamcanvas.upscale.tiles import TileHook
 
-FACTORS = (0, 2, 4)
-"""What ``--upscale`` accepts: 0 (no upscaling), 2 or 4."""
+
+class UpscaleStep(Protocol):
+    """The settings of a run that can end in ``--upscale`` (``GenerateSettings``, ``SDSettings``)."""
+
+    upscale: int
+    upscale_model: str
+    precision: str
+    width: int
+    height: int
 
 
 @dataclass
@@ -35,20 +43,21 @@ class FinalUpscale:
 
     def __call__(self, picture: Image.Image, on_tile: TileHook | None = None) -> Image.Image:
         target = final_size(*picture.size, self.factor)
-        return upscale_picture(self.upscaler, picture.convert("RGB"), self.settings, target, on_tile)
+        return upscale_picture(self.upscaler, picture, self.settings, target, on_tile)
 
 
-def prepare(factor: int, model: str, precision: str, size: tuple[int, int], *, force: bool = False
-            ) -> FinalUpscale | None:  # fmt: skip
-    """The upscaler of ``--upscale factor`` (``--upscale-model model``) for a ``size`` picture, or None for 0.
+def prepare(run: UpscaleStep, *, force: bool = False) -> FinalUpscale | None:
+    """The upscaler of a run's ``--upscale`` (``--upscale-model``) for its picture size, or None for 0.
 
-    The same model choice as ``dreamcanvas upscale --scale factor --model model`` (offline, 2x falls back to
-    the shipped x4 model resized, with a warning); its output must be writable and fit in memory.
+    The same model choice as ``dreamcanvas upscale --scale N --model M`` (offline, 2x falls back to the shipped
+    x4 model resized, with a warning); its output must be writable and fit in memory. The size is the one asked
+    for: a generator's rounding (VQGAN's multiples of 16) changes it by a few pixels.
     """
-    if not factor:
+    if not run.upscale:
         return None
-    settings = UpscaleSettings(image=rundir.FINAL_NAME, model=model, scale=factor, precision=precision)
+    settings = UpscaleSettings(image=rundir.FINAL_NAME, model=run.upscale_model, scale=run.upscale,
+                               precision=run.precision)  # fmt: skip
     settings.validate()
     upscaler, settings = load_model(settings)
-    check_output(settings, upscaler, size, force)
+    check_output(settings, upscaler, (run.width, run.height), force)
     return FinalUpscale(upscaler, settings)
