@@ -31,7 +31,6 @@ from dreamcanvas.training.diffusion import (
     TrainDiffusionConfig,
     discretized_gaussian_log_likelihood,
     draw_samples,
-    ema_rate,
     hybrid_loss,
     load_pictures,
     normal_kl,
@@ -39,6 +38,7 @@ from dreamcanvas.training.diffusion import (
     train_step,
     validate,
 )
+from dreamcanvas.training.ema import ema_rate
 
 COLOURS = [(220, 40, 40), (40, 90, 220), (30, 160, 60), (240, 200, 30)]
 STEPS, STOP_AT = 50, 23

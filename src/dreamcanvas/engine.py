@@ -154,7 +154,7 @@ def check_settings(settings: GenerateSettings) -> None:
         from dreamcanvas.style.loss import check_style_images
 
         check_style_images(settings.style_images, settings.style_vgg, (settings.width, settings.height))
-    generator_class(settings.generator)
+    generator_class(settings.generator).check_settings(settings)
     build_augmentations(settings.augs)
     resolve_precision(settings.precision)
     if settings.optimizer not in OPTIMIZERS:
@@ -310,7 +310,8 @@ def optimise(job: Job, run: Run, state: RunState, on_step: StepCallback | None =
     """Run steps ``state.step + 1 ...`` up to ``settings.iterations``; True if it got to the end.
 
     Ctrl-C and crashes leave a checkpoint of the last completed step. The frame of step k is the picture
-    after k updates; it is taken from the forward pass of step k + 1, so frames cost no extra decoding.
+    after k updates; it is taken from the forward pass of step k + 1, so frames cost no extra decoding (unless
+    the generator keeps another picture than it optimises: :meth:`Generator.picture_to_keep`).
     """
     settings = job.settings
     total = settings.iterations if settings.iterations > 0 else None
@@ -321,7 +322,7 @@ def optimise(job: Job, run: Run, state: RunState, on_step: StepCallback | None =
             job.guide.segment = job.story_segment(step)
             image = job.generator()
             if step > 0 and step % settings.save_every == 0 and not run.frame_path(step).exists():
-                run.save_frame(image, step)
+                run.save_frame(job.generator.picture_to_keep(image), step)
                 _save_checkpoint(job, run, state)
             loss = _advance(job, image, step)
             step += 1
@@ -350,6 +351,9 @@ def _advance(job: Job, image: torch.Tensor, step: int) -> torch.Tensor:
         _check_finite(loss, step)
         return loss
     loss = job.loss(image)
+    penalty = job.generator.penalty()
+    if penalty is not None:  # the parametrisation's own regulariser: part of the loss reported
+        loss = loss + penalty
     _check_finite(loss, step)
     job.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -375,7 +379,7 @@ def finish(job: Job, run: Run, state: RunState, completed: bool, on_tile: TileHo
     """
     settings = job.settings
     with torch.no_grad():
-        image = job.generator()
+        image = job.generator.picture_to_keep(job.generator())
     on_schedule = completed or state.step % settings.save_every == 0
     if state.step > 0 and on_schedule and not run.frame_path(state.step).exists():
         run.save_frame(image, state.step)

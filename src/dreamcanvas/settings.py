@@ -58,8 +58,8 @@ class GenerateSettings(SettingsRecord):
     augs: list[str] = setting(default_factory=lambda: list(DEFAULT_AUGS), choices=AUGMENTATION_NAMES)
     tv_weight: float = setting(0.0, low=0, high=1e6)
     precision: str = setting("auto", choices=("auto", "bf16", "fp32"))
-    """CLIP's image tower and the VQGAN decoder in ``bf16`` or ``fp32``; ``auto`` = bf16 where the CPU has native
-    bf16 (AMX / AVX512-BF16), fp32 elsewhere."""
+    """CLIP's image tower and the VQGAN decoder (or BigGAN) in ``bf16`` or ``fp32``; ``auto`` = bf16 where the CPU
+    has native bf16 (AMX / AVX512-BF16), fp32 elsewhere."""
 
     # generator ---------------------------------------------------------------------------------------
     generator: str = setting("fourier", nonempty=True)
@@ -106,6 +106,31 @@ class GenerateSettings(SettingsRecord):
     default). The CLIP-guided notebooks leave it off; small models such as the bundled one need it, or an
     imprecise early estimate grows from step to step."""
 
+    # biggan (--generator biggan) ------------------------------------------------------------------------
+    biggan_model: str = setting("biggan-deep-256", nonempty=True)
+    """Weights of --generator biggan (BigSleep): biggan-deep-128, biggan-deep-256 or biggan-deep-512 (downloaded
+    once), or local:DIR (the port's config.json + pytorch_model.bin). Another --size than the model's is its
+    square resized to cover the size and centre-cropped."""
+    truncation: float = setting(1.0, above=0, high=1)
+    """BigGAN's truncation, which picks its batch-norm statistics; the latents themselves are not truncated
+    (BigSleep's regularisers keep them near N(0, 1)). BigSleep draws at 1."""
+    max_classes: int = setting(0, low=0, high=1_000_000)
+    """BigSleep's max_classes: mix at most K ImageNet classes per layer, picked by a differentiable top-k; 0 = the
+    sigmoid of every class's logit."""
+    class_temperature: float = setting(2.0, above=0, high=1000)
+    """Softmax temperature of --max-classes' top-k (BigSleep's class_temperature): lower = sharper picks."""
+    ema_decay: float = setting(0.5, low=0, high=0.9999)
+    """Decay of the moving average of the latents that frames and final.png are drawn from (the optimiser moves
+    the raw ones): 0 = the raw latents. 0.5 is BigSleep's command's default (its Python API's is 0.99)."""
+    biggan_classes: list[str] = setting(default_factory=list, nonempty=True, flag="--biggan-class")
+    """Start with this ImageNet class strong in every layer: a name (e.g. 'golden retriever', any case) or a
+    number 0-999; repeatable."""
+
+    # gan (--generator gan) -------------------------------------------------------------------------------
+    gan_model: str = setting("bundled:gan", nonempty=True)
+    """Weights of --generator gan: bundled:gan (a small GAN trained on the clip-art corpus) or local:DIR (the
+    output folder of `dreamcanvas train gan`)."""
+
     # motion and story ----------------------------------------------------------------------------------
     story_every: int = setting(0, low=0, high=MAX_STEPS)
     """Steps per story segment of a ``^`` prompt; 0 spreads the segments evenly over the run."""
@@ -149,6 +174,16 @@ class GenerateSettings(SettingsRecord):
                 raise DreamcanvasError("--generator diffusion samples a fixed number of steps: give --iterations N")
             if self.zoom:
                 raise DreamcanvasError("--zoom moves a picture between steps; --generator diffusion cannot (yet)")
+        if self.generator in ("biggan", "gan"):
+            name = {"biggan": "biggan (BigSleep)", "gan": "gan"}[self.generator]
+            if self.init_image is not None:
+                raise DreamcanvasError(
+                    f"--generator {name} draws from its latents only: it cannot start from an --init-image"
+                )
+            if self.zoom:
+                raise DreamcanvasError(
+                    f"--zoom moves a picture between steps; --generator {name} cannot start from a moved picture"
+                )
         from dreamcanvas.weights import LOCAL_PREFIX  # not at import: `import dreamcanvas` stays light
 
         if self.guidance_model not in ("unet", "secondary") and not self.guidance_model.startswith(LOCAL_PREFIX):

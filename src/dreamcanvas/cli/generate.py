@@ -26,6 +26,7 @@ LOOP = "Optimisation"
 OUTPUT = "Output"
 MOTION = "Zoom video and story"
 DIFFUSION = "Diffusion (--generator diffusion)"
+BIGGAN = "BigSleep (--generator biggan)"
 
 # CLI option -> settings field, for options whose names differ or that need converting.
 _RENAMED = {
@@ -34,6 +35,7 @@ _RENAMED = {
     "target_image": "target_images",
     "clip": "clip_models",
     "style_image": "style_images",
+    "biggan_class": "biggan_classes",
 }
 
 
@@ -110,13 +112,19 @@ def generate(
     precision: Annotated[
         str,
         typer.Option(
-            help="Precision of CLIP's image tower and the VQGAN decoder: bf16, fp32, or auto (bf16 on CPUs with "
-            "native bf16, AMX / AVX512-BF16, where it is several times faster; fp32 elsewhere).",
+            help="Precision of CLIP's image tower and the VQGAN decoder or BigGAN: bf16, fp32, or auto (bf16 on CPUs "
+            "with native bf16, AMX / AVX512-BF16, where it is several times faster; fp32 elsewhere).",
             rich_help_panel=PERCEPTOR,
         ),
     ] = "auto",
     generator: Annotated[
-        str, typer.Option("--generator", "-g", help="pixel, fourier, vqgan or diffusion.", rich_help_panel=GENERATOR)
+        str,
+        typer.Option(
+            "--generator",
+            "-g",
+            help="pixel, fourier, vqgan, diffusion, biggan (BigSleep: CLIP steers BigGAN-deep) or gan.",
+            rich_help_panel=GENERATOR,
+        ),
     ] = "fourier",
     size: Annotated[tuple[int, int], typer.Option(help="Width and height in pixels.", rich_help_panel=GENERATOR)] = (
         256,
@@ -198,6 +206,15 @@ def generate(
             rich_help_panel=DIFFUSION,
         ),
     ] = False,
+    biggan_model: Annotated[str, typer.Option(help=HELP["biggan_model"], rich_help_panel=BIGGAN)] = "biggan-deep-256",
+    truncation: Annotated[float, typer.Option(help=HELP["truncation"], rich_help_panel=BIGGAN)] = 1.0,
+    max_classes: Annotated[int, typer.Option(help=HELP["max_classes"], rich_help_panel=BIGGAN)] = 0,
+    class_temperature: Annotated[float, typer.Option(help=HELP["class_temperature"], rich_help_panel=BIGGAN)] = 2.0,
+    ema_decay: Annotated[float, typer.Option(help=HELP["ema_decay"], rich_help_panel=BIGGAN)] = 0.5,
+    biggan_class: Annotated[
+        list[str] | None, typer.Option(help=HELP["biggan_classes"], rich_help_panel=BIGGAN, show_default=False)
+    ] = None,
+    gan_model: Annotated[str, typer.Option(help=HELP["gan_model"], rich_help_panel=GENERATOR)] = "bundled:gan",
     story_every: Annotated[
         int,
         typer.Option(
@@ -278,7 +295,7 @@ def generate(
     values = {_RENAMED.get(name, name): value for name, value in values.items()}
     if clip is None:
         values.pop("clip_models")
-    for name in ("image_prompts", "target_images", "style_images"):
+    for name in ("image_prompts", "target_images", "style_images", "biggan_classes"):
         values[name] = list(values[name] or [])
 
     if from_png is not None:

@@ -16,6 +16,8 @@ GENERATORS: dict[str, str] = {
     "fourier": "dreamcanvas.generators.fourier:FourierGenerator",
     "vqgan": "dreamcanvas.generators.vqgan:VQGANGenerator",
     "diffusion": "dreamcanvas.generators.diffusion:DiffusionGenerator",
+    "biggan": "dreamcanvas.generators.biggan:BigGANGenerator",
+    "gan": "dreamcanvas.generators.gan:GANGenerator",
 }
 
 

@@ -1,12 +1,15 @@
 """The one small interface every generator implements.
 
 A generator is an ``nn.Module`` whose parameters *are* the picture, in some parametrisation (pixels, a
-Fourier spectrum, a VQGAN latent, ...). The engine only ever calls these four things:
+Fourier spectrum, a VQGAN latent, ...). The engine only ever calls these things:
 
 - ``forward()`` -> the picture, ``(1, 3, H, W)`` in ``[0, 1]``, differentiable w.r.t. the parameters;
 - ``from_image(image)`` -> set the parameters so that ``forward()`` reproduces ``image`` (init images);
 - ``constrain_()`` -> project the parameters back into their valid set after each optimiser step;
-- ``state_dict()`` / ``load_state_dict()`` -> from ``nn.Module``, used for resume.
+- ``state_dict()`` / ``load_state_dict()`` -> from ``nn.Module``, used for resume;
+- optionally ``penalty()`` (a loss of the parameters themselves, added to CLIP's), ``picture_to_keep(drawn)``
+  (what frames and ``final.png`` show, if not the picture optimised) and ``check_settings(settings)`` (refusals
+  that need no model), whose defaults do nothing.
 
 Frozen sub-networks (a VQGAN decoder, say) must be registered with ``requires_grad_(False)`` so that
 ``trainable_parameters()`` hands the optimiser only what is being drawn.
@@ -53,8 +56,23 @@ class Generator(nn.Module, ABC):
     def from_image(self, image: torch.Tensor) -> None:
         """Set the parameters so that ``forward()`` reproduces ``image`` (``(1, 3, H, W)`` in ``[0, 1]``)."""
 
+    @classmethod
+    def check_settings(cls, settings: GenerateSettings) -> None:
+        """Refuse settings this generator cannot draw, before any model is loaded or anything is written."""
+
     def constrain_(self) -> None:
-        """Project parameters back into their valid set after an optimiser step."""
+        """Project parameters back into their valid set after an optimiser step; also the place for what must
+        follow every step (BigSleep: its moving average of the latents)."""
+
+    def penalty(self) -> torch.Tensor | None:
+        """A regulariser of the parametrisation itself, added to the loss of each optimiser step (BigSleep: its
+        latent and class losses keep BigGAN's inputs where it was trained); None = none."""
+        return None
+
+    def picture_to_keep(self, drawn: torch.Tensor) -> torch.Tensor:
+        """The picture frames and ``final.png`` show, given ``drawn`` (this step's ``forward()``): by default that
+        same picture, at no cost. BigSleep optimises raw latents but keeps the picture of their moving average."""
+        return drawn
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

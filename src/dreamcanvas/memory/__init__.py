@@ -19,6 +19,7 @@ from dreamcanvas.memory.estimates import (
     estimate_style,
     estimate_train_clip,
     estimate_train_diffusion,
+    estimate_train_gan,
     estimate_train_vqgan,
     estimate_upscale,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "estimate_style",
     "estimate_train_clip",
     "estimate_train_diffusion",
+    "estimate_train_gan",
     "estimate_train_vqgan",
     "estimate_upscale",
     "total_memory",

@@ -36,6 +36,7 @@ from dreamcanvas.memory.shapes import (
     _resnet_feature_elements,
     _shape_of,
     _vit_geometry,
+    biggan_shape,
     clip_shape,
     decoder_features_per_pixel,
     diffusion_shape,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from dreamcanvas.settings import GenerateSettings
     from dreamcanvas.training.clip import TrainOptions
     from dreamcanvas.training.diffusion import TrainDiffusionConfig
+    from dreamcanvas.training.gan import TrainGANConfig
     from dreamcanvas.training.vqgan import TrainVQGANConfig
 
 SAFETY = 0.9
@@ -93,7 +95,7 @@ CROP_BYTES_PER_PICTURE_PIXEL = 1.5
 """Per cutout and pixel of the picture's square (``min(W, H)^2``): a crop of a large picture is copied before it
 is resized, and its gradient flows back at full size (measured 0.9 for pixel, 1.4 for fourier)."""
 
-PICTURE_BYTES_PER_PIXEL = {"pixel": 100.0, "fourier": 190.0, "vqgan": 60.0}
+PICTURE_BYTES_PER_PIXEL = {"pixel": 100.0, "fourier": 190.0, "vqgan": 60.0, "biggan": 60.0}
 """Per output pixel, besides a VQGAN's decoder: parameters, gradient and Adam moments (pixel: the picture
 itself; fourier: the spectrum, a spectrum-sized scale, the complex product, inverse FFT, colour mixing and
 sigmoid), the rendered picture, its gradient and the final PNG's conversion. Measured 79 (pixel) and 160
@@ -103,6 +105,16 @@ VQGAN_BYTES_PER_FEATURE = {FLOAT32: 11.0, BFLOAT16: 7.0}
 """Per element of every convolution and norm output of the VQGAN decoder, per output pixel (kept for the
 backward pass to the latent). Measured on the bundled VQGAN and vqgan_imagenet_f16_16384's network at
 256-1024 px: 7.9-10.3 (fp32), 4.1-5.9 (bf16)."""
+
+BIGGAN_BYTES_PER_ELEMENT = {FLOAT32: 9.0, BFLOAT16: 3.0}
+"""Per element of :meth:`~dreamcanvas.memory.shapes.BigGANShape.activation_elements`, at the model's own size:
+what BigGAN-deep keeps for the backward pass to the latents. Fitted with ``BIGGAN_STEP_BYTES_PER_PARAMETER`` to
+the peak RSS of one forward and backward of biggan-deep-128 and -256's networks (random weights, one thread):
+7.5 (fp32) and 2.2 (bf16) measured."""
+
+BIGGAN_STEP_BYTES_PER_PARAMETER = {FLOAT32: 4.0, BFLOAT16: 3.0}
+"""Per BigGAN parameter, during a step: the spectrally normalised weights, made anew by every forward pass and
+kept for the backward (2.7 measured in both precisions)."""
 
 VQGAN_CODE_SCORE_BYTES = 2 * FLOAT32
 """Per latent cell and codebook row: the distance matrix of the nearest-code search and its matmul output."""
@@ -299,6 +311,14 @@ def estimate_generate(settings: GenerateSettings) -> MemoryEstimate:
         )
         if settings.init_image or settings.init_noise != "none":
             loading.append(pixels * _levels(vqgan.ddconfig)[0][0] * FLOAT32 * ENCODER_MAPS)
+    if generator == "biggan":  # BigSleep: a frozen BigGAN-deep, run at its own size, bf16 like the VQGAN decoder
+        biggan = biggan_shape(settings.biggan_model)
+        resident["biggan weights"] = biggan.parameters * dtype_bytes
+        loading.append(biggan.checkpoint_bytes + (biggan.parameters * BFLOAT16 if dtype_bytes == BFLOAT16 else 0))
+        running["biggan activations"] = (
+            biggan.activation_elements() * BIGGAN_BYTES_PER_ELEMENT[dtype_bytes]
+            + biggan.parameters * BIGGAN_STEP_BYTES_PER_PARAMETER[dtype_bytes]
+        )
     if generator == "diffusion":
         parameters, channels, checkpoint = diffusion_shape(settings.diffusion_model)
         resident["unet weights"] = parameters * FLOAT32
@@ -456,6 +476,54 @@ def estimate_train_diffusion(config: TrainDiffusionConfig, pictures: int) -> Mem
     summary = (f"{_plural(pictures, 'picture')} at {config.size} px, batch {config.batch_size}, "
                f"{parameters / 1e6:.1f} M parameters")  # fmt: skip
     return _estimate(parts, summary, "use a smaller --size, --batch-size or --num-channels")
+
+
+TRAIN_GAN_BYTES_PER_FEATURE = 12.0
+"""Per activation (output element of a layer) of one picture through the generator, or through the discriminator
+counted three times (real, fake, the generator's step): fp32 values kept for backward, their gradients and the
+augmentations' copies. A guess from the networks' structure, checked against peak RSS of one run (see
+BENCHMARKS.md's train gan table)."""
+
+
+def gan_shape(config: TrainGANConfig) -> tuple[int, int]:
+    """(parameters of both players, activations of one picture through G and three times through D), from the
+    networks built on the meta device (nothing allocated) and one traced forward."""
+    import torch
+
+    from dreamcanvas.models.gan import build_discriminator, build_generator
+
+    model = config.model()
+    with torch.device("meta"):
+        generator, discriminator = build_generator(model), build_discriminator(model)
+        counted = [0]
+
+        def count(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and not list(module.children()):
+                counted[0] += output.numel()
+
+        hooks = [m.register_forward_hook(count) for net in (generator, discriminator) for m in net.modules()]
+        with torch.no_grad():
+            picture = generator(torch.zeros(1, model.z_dim))
+            generated = counted[0]
+            discriminator(picture)
+        for hook in hooks:
+            hook.remove()
+    parameters = sum(p.numel() for net in (generator, discriminator) for p in net.parameters())
+    return parameters, generated + 3 * (counted[0] - generated)
+
+
+def estimate_train_gan(config: TrainGANConfig, pictures: int) -> MemoryEstimate:
+    """Peak memory of ``dreamcanvas train gan`` on ``pictures`` pictures."""
+    parameters, features = gan_shape(config)
+    parts = {
+        "runtime": RUNTIME_BYTES,
+        "pictures": pictures * 3 * config.size**2,
+        "networks, EMA and optimisers": parameters * (TRAIN_BYTES_PER_PARAMETER + FLOAT32),
+        "activations": config.batch_size * features * TRAIN_GAN_BYTES_PER_FEATURE,
+    }
+    summary = (f"{_plural(pictures, 'picture')} at {config.size} px, batch {config.batch_size}, "
+               f"{parameters / 1e6:.1f} M parameters")  # fmt: skip
+    return _estimate(parts, summary, "use a smaller --size, --batch-size or --width")
 
 
 # ---------------------------------------------------------------------------------------------- Stable Diffusion

@@ -12,12 +12,9 @@ original's ``TrainLoop`` with ``learn_sigma=True``, scaled down for a laptop:
   original's weighting (``vb * num_timesteps / 1000``) is 1 for 1000 steps.
 * **Uniform timesteps.** The original's default sampler; the loss-aware importance sampler of improved DDPM
   helps only the pure-``L_vlb`` objective.
-* **EMA of the weights, warmed up, exported.** ``model.pt`` holds the moving average, as the released files do.
-  Its rate follows the warm-up of k-diffusion and diffusers' ``EMAModel`` (inv_gamma 1, power 2/3): ``1 - (1 +
-  step)^(-2/3)``, capped at ``--ema`` (0.999 by default; the original's 0.9999 suits runs of 100k+ steps). Early,
-  while the weights move fast, the average follows them (0.37 after the first update, 0.99 after 1,000); later it
-  averages as long as ``--ema`` asks. A fixed rate would keep a share ``rate^steps`` of the random initial
-  weights: 0.999^1500 = 22 %, and a short CPU run's pictures came out as noise.
+* **EMA of the weights, warmed up, exported.** ``model.pt`` holds the moving average, as the released files do,
+  warmed up as :mod:`dreamcanvas.training.ema` says and capped at ``--ema`` (0.999 by default; the original's
+  0.9999 suits runs of 100k+ steps).
 * **AdamW, constant learning rate 1e-4, no weight decay, no warmup** (the original's defaults): the schedule
   does not depend on ``steps``, so a finished run can be extended with ``--resume --steps``.
 * **Data:** each picture scaled so its shorter side is ``size``, centre-cropped to ``size x size`` once,
@@ -70,6 +67,7 @@ from dreamcanvas.models.guided_unet import (
 )
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
+from dreamcanvas.training.ema import ema_rate, update_ema
 from dreamcanvas.training.loop import StepInfo, train_until
 from dreamcanvas.training.vqgan import Pictures, center_crop, fingerprint, open_picture, save_grid
 
@@ -283,22 +281,6 @@ class Run:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.loss, self.mse = state["step"], list(state["loss"]), list(state["mse"])
-
-
-EMA_WARMUP_POWER = 2 / 3
-
-
-def ema_rate(ceiling: float, update: int) -> float:
-    """The moving average's rate at its ``update``-th update (from 1): ``1 - (1 + update)^(-2/3)``, at most
-    ``ceiling`` (``--ema``); see the module docstring."""
-    return min(ceiling, 1 - (1 + update) ** -EMA_WARMUP_POWER)
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> None:
-    """``ema = rate * ema + (1 - rate) * weights``, parameter by parameter (the UNet has no buffers)."""
-    for average, weight in zip(ema.parameters(), model.parameters(), strict=True):
-        average.mul_(rate).add_(weight, alpha=1 - rate)
 
 
 def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, config: TrainDiffusionConfig,

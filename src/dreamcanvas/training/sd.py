@@ -21,7 +21,7 @@ The recipe is diffusers' text-to-image training, scaled down for a laptop:
 * **Caption dropout** (``--caption-dropout``, 10 %): the empty caption's steps teach the unconditional
   prediction that classifier-free guidance (``dreamcanvas sd --guidance``) subtracts.
 * **AdamW** with a linear warm-up, then constant; **EMA** of the weights with the warm-up of
-  :func:`dreamcanvas.training.diffusion.ema_rate`; bf16 autocast on CPUs with AMX.
+  :func:`dreamcanvas.training.ema.ema_rate`; bf16 autocast on CPUs with AMX.
 
 Every random draw (initial weights, batch order, flips, caption dropout, timesteps, noise) is a function of
 ``(seed, step)``, so a run stopped at step k and continued with ``--resume`` ends with the same weights, byte for
@@ -50,7 +50,8 @@ from dreamcanvas.files import atomic
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.clip import data_fingerprint, load_images, select_pairs
-from dreamcanvas.training.diffusion import autocast, ema_rate, update_ema
+from dreamcanvas.training.diffusion import autocast
+from dreamcanvas.training.ema import ema_rate, update_ema
 from dreamcanvas.training.loop import StepInfo, epoch_batch, train_until
 
 STATE_NAME = "train_state.pt"
