@@ -174,16 +174,6 @@ class GenerateSettings(SettingsRecord):
                 raise DreamcanvasError("--generator diffusion samples a fixed number of steps: give --iterations N")
             if self.zoom:
                 raise DreamcanvasError("--zoom moves a picture between steps; --generator diffusion cannot (yet)")
-        if self.generator in ("biggan", "gan"):
-            name = {"biggan": "biggan (BigSleep)", "gan": "gan"}[self.generator]
-            if self.init_image is not None:
-                raise DreamcanvasError(
-                    f"--generator {name} draws from its latents only: it cannot start from an --init-image"
-                )
-            if self.zoom:
-                raise DreamcanvasError(
-                    f"--zoom moves a picture between steps; --generator {name} cannot start from a moved picture"
-                )
         from dreamcanvas.weights import LOCAL_PREFIX  # not at import: `import dreamcanvas` stays light
 
         if self.guidance_model not in ("unet", "secondary") and not self.guidance_model.startswith(LOCAL_PREFIX):

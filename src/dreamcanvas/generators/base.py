@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from dreamcanvas.errors import DreamcanvasError
+
 if TYPE_CHECKING:
     from dreamcanvas.settings import GenerateSettings
 
@@ -37,6 +39,9 @@ class Generator(nn.Module, ABC):
     name: ClassVar[str]
     default_lr: ClassVar[float]
     """A learning rate that works for this parametrisation with Adam."""
+    starts_from_pictures: ClassVar[bool] = True
+    """False for a search of a GAN's latents (BigSleep, ``--generator gan``): no picture maps back to its latents,
+    so ``--init-image`` and ``--zoom`` (which restarts from the moved picture) are refused."""
 
     def __init__(self, width: int, height: int) -> None:
         super().__init__()
@@ -59,6 +64,13 @@ class Generator(nn.Module, ABC):
     @classmethod
     def check_settings(cls, settings: GenerateSettings) -> None:
         """Refuse settings this generator cannot draw, before any model is loaded or anything is written."""
+        if not cls.starts_from_pictures:
+            if settings.init_image is not None:
+                raise DreamcanvasError(f"--generator {cls.name} draws from its latents only: it cannot start from "
+                                       "an --init-image")  # fmt: skip
+            if settings.zoom:
+                raise DreamcanvasError(f"--zoom moves a picture between steps; --generator {cls.name} cannot start "
+                                       "from a moved picture")  # fmt: skip
 
     def constrain_(self) -> None:
         """Project parameters back into their valid set after an optimiser step; also the place for what must

@@ -85,6 +85,7 @@ class BigGANGenerator(Generator):
 
     name = "biggan"
     default_lr = 0.07  # big-sleep's, with Adam
+    starts_from_pictures = False
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class BigGANGenerator(Generator):
     @classmethod
     def check_settings(cls, settings: GenerateSettings) -> None:
         """A ``--biggan-class`` that names no ImageNet class is refused before BigGAN and CLIP load."""
+        super().check_settings(settings)
         class_indices(settings.biggan_classes)
 
     @classmethod

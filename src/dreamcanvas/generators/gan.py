@@ -53,6 +53,7 @@ class GANGenerator(Generator):
     """``z`` of shape ``(1, z_dim)`` on the sphere of radius ``sqrt(z_dim)``, drawn by a frozen GAN generator."""
 
     name = "gan"
+    starts_from_pictures = False
     default_lr = 0.05
     """Adam on ``z``: a step moves the latent by about 5 % of a coordinate's spread."""
 
