@@ -54,6 +54,29 @@ def _split_augs(value: str) -> list[str]:
     return names
 
 
+NOT_SETTINGS = ("out", "from_png", "quiet", "force")
+"""Options of ``generate`` that say where and how to run, not what to draw."""
+
+
+def settings_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """:class:`GenerateSettings` fields from the parsed values of ``generate``'s options (``size`` -> width and
+    height, ``--augs`` split, ``PROMPT`` joined to ``--prompt``): the one translation ``generate`` and ``batch``
+    share, so both read the same flags the same way. Options that are not settings are left out; so is
+    ``clip_models`` when ``--clip`` was not given (the engine picks the default)."""
+    values = {name: value for name, value in options.items() if name not in NOT_SETTINGS}
+    prompt = values.pop("prompt", None)
+    values["prompt_option"] = ([prompt] if prompt else []) + list(values.get("prompt_option") or [])
+    values["augs"] = _split_augs(values["augs"])
+    values["width"], values["height"] = values.pop("size")
+    values = {_RENAMED.get(name, name): value for name, value in values.items()}
+    clip_models = values.pop("clip_models", None)
+    if clip_models:
+        values["clip_models"] = list(clip_models)
+    for name in ("image_prompts", "target_images", "style_images", "biggan_classes"):
+        values[name] = list(values[name] or [])
+    return values
+
+
 @app.command(no_args_is_help=True)
 def generate(
     ctx: typer.Context,
@@ -286,18 +309,7 @@ def generate(
     quiet: Annotated[bool, quiet_option()] = False,
 ) -> None:
     """Draw a picture by optimising a generator until CLIP says it matches the prompt."""
-    values: dict[str, Any] = dict(ctx.params)
-    for name in ("out", "from_png", "quiet", "prompt", "size", "force"):
-        values.pop(name)
-    values["prompt_option"] = ([prompt] if prompt else []) + list(prompt_option or [])
-    values["augs"] = _split_augs(augs)
-    values["width"], values["height"] = size
-    values = {_RENAMED.get(name, name): value for name, value in values.items()}
-    if clip is None:
-        values.pop("clip_models")
-    for name in ("image_prompts", "target_images", "style_images", "biggan_classes"):
-        values[name] = list(values[name] or [])
-
+    values = settings_fields(ctx.params)
     if from_png is not None:
         settings = _settings_from_png(ctx, from_png, values)
     else:

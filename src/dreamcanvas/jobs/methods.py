@@ -1,0 +1,63 @@
+"""The methods a job can run, by name: what the runner needs to know of each, and nothing of the UI.
+
+A method registers its settings record, how to start a run in a folder, how to resume one, and how to read a
+folder's progress. ``generate`` is built in; ``sd``, ``style`` and ``upscale`` join by calling :func:`register`
+(or by being listed in :data:`BUILT_IN`), and the batch command and the studio then run them unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.records import SettingsRecord
+
+ProgressHook = Callable[[int, "int | None", "float | None"], None]
+"""Called after every step with ``(step, total, loss)``; raising KeyboardInterrupt in it stops the run resumably."""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    settings_class: type[SettingsRecord]
+    start: Callable[[SettingsRecord, Path, ProgressHook, bool], bool]
+    """``start(settings, folder, progress, force)``: draw from scratch into ``folder`` (which must not exist);
+    True if the run got to its last step. ``force`` runs past the memory estimate, as ``--force``."""
+    resume: Callable[[Path, SettingsRecord, ProgressHook, bool], bool]
+    """``resume(folder, settings, progress, force)``: carry on the stopped run in ``folder`` up to the given
+    settings' length; True if it got to the end."""
+    total_steps: Callable[[SettingsRecord], int]
+    """The step ``run.json`` says when a run with these settings has finished."""
+    changes: Callable[[SettingsRecord, SettingsRecord], list[str]]
+    """What differs between the settings a folder was made with and those asked for now, other than what
+    ``resume`` may change (``width 32 -> 64``): any difference means the folder is not this job's."""
+    finished_files: Callable[[SettingsRecord], list[str]]
+    """The files a finished run's folder holds (``final.png``, and ``final-x4.png`` with ``--upscale``)."""
+
+    def settings(self, data: dict[str, Any], source: str) -> SettingsRecord:
+        """A job's settings dict as this method's record, checked as stored settings are."""
+        return self.settings_class.from_dict(data, source)
+
+
+_REGISTERED: dict[str, Method] = {}
+BUILT_IN = {"generate": "dreamcanvas.jobs.generate_method"}
+"""Methods registered by importing their module, the first time a job names them (keeps imports light)."""
+
+
+def register(method: Method) -> Method:
+    _REGISTERED[method.name] = method
+    return method
+
+
+def method_named(name: str) -> Method:
+    if name not in _REGISTERED and name in BUILT_IN:
+        importlib.import_module(BUILT_IN[name])
+    try:
+        return _REGISTERED[name]
+    except KeyError:
+        known = ", ".join(sorted({*_REGISTERED, *BUILT_IN}))
+        raise DreamcanvasError(f"no job method {name!r}; known: {known}") from None
