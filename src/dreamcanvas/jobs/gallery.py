@@ -32,6 +32,21 @@ class Entry:
     """What a job without a picture says instead (its error, 'stopped at step 40')."""
 
 
+CAPTION_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "DejaVuSans.ttf")
+"""DejaVu Sans (Debian's fonts-dejavu-core, on nearly every Linux) draws Cyrillic and Greek, which PIL's built-in
+font does not: many of our users write their prompts in Russian."""
+
+
+def caption_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans at 11 px where it is installed, else PIL's built-in font (Latin only)."""
+    for name in CAPTION_FONTS:
+        try:
+            return ImageFont.truetype(name, 11)
+        except OSError:
+            continue
+    return ImageFont.load_default()
+
+
 def _wrapped(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` pixels, at most :data:`CAPTION_LINES` of them (the last ends in ...)."""
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -58,7 +73,7 @@ def contact_sheet(batch_dir: Path, entries: list[Entry], path: Path) -> Path | N
     shown = [entry for entry in entries if entry.picture is not None]
     if not shown:
         return None
-    font = ImageFont.load_default()
+    font = caption_font()
     line_height = int(font.getbbox("Ag")[3]) + 2
     columns = math.ceil(math.sqrt(len(shown)))
     rows = math.ceil(len(shown) / columns)
