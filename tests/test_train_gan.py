@@ -326,3 +326,17 @@ def test_a_run_is_made_of_its_seed(shapes: Path, tmp_path: Path) -> None:
                                                  tensors(two.state_dict()).values(), strict=True))  # fmt: skip
     other = Run.create(tiny(shapes, tmp_path / "c", seed=6))
     assert not torch.equal(next(other.generator.parameters()), next(one.generator.parameters()))
+
+
+def test_the_bundled_gan_draws_offline_by_default(tmp_path: Path, tiny_clip_spec: str) -> None:
+    """``--generator gan`` without ``--gan-model`` draws with the GAN that ships in the package (fp16 weights, read
+    back in fp32), at its own 64 px."""
+    network, model = load_gan("bundled:gan")
+    assert model.size == 64 and all(p.dtype == torch.float32 for p in network.parameters())
+    assert (network.state_dict().keys() == build_generator(model).state_dict().keys())
+    settings = tiny_settings(tiny_clip_spec, generator="gan", width=64, height=64, iterations=3, save_every=3)
+    assert settings.gan_model == "bundled:gan"
+    result = generate(settings, tmp_path / "run")
+    with Image.open(result.image_path) as picture:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    assert picture.size == (64, 64) and pixels.std() > 5  # a picture, not a flat field
