@@ -14,6 +14,7 @@ from dreamcanvas.records import check_record, flag_of, read_record, record_to_js
 from dreamcanvas.settings import GenerateSettings
 from dreamcanvas.training.clip import TrainOptions
 from dreamcanvas.training.diffusion import TrainDiffusionConfig
+from dreamcanvas.training.gan import TrainGANConfig
 from dreamcanvas.training.vqgan import TrainVQGANConfig
 
 
@@ -86,7 +87,7 @@ def _options_of(*path: str) -> set[str]:
     ("record", "command", "not_flags"),
     [(GenerateSettings, ("generate",), {"prompts"}), (TrainOptions, ("train", "clip"), {"weight_decay"}),
      (TrainVQGANConfig, ("train", "vqgan"), {"disc_ndf", "disc_layers"}),
-     (TrainDiffusionConfig, ("train", "diffusion"), set())],
+     (TrainDiffusionConfig, ("train", "diffusion"), set()), (TrainGANConfig, ("train", "gan"), set())],
 )  # fmt: skip
 def test_every_setting_names_a_real_flag_in_its_messages(record, command, not_flags) -> None:
     """A message says ``--tv-weight must be ...``: that flag must exist, or the user cannot act on it."""
@@ -99,7 +100,7 @@ def test_every_setting_names_a_real_flag_in_its_messages(record, command, not_fl
 
 def test_every_float_setting_has_a_range() -> None:
     """NaN slipped through because float settings had no checks: now each declares where it may lie."""
-    for record in (GenerateSettings, TrainOptions, TrainVQGANConfig, TrainDiffusionConfig):
+    for record in (GenerateSettings, TrainOptions, TrainVQGANConfig, TrainDiffusionConfig, TrainGANConfig):
         hints = {field.name: field for field in dataclasses.fields(record)}
         for name, field in hints.items():
             if "float" in str(field.type):

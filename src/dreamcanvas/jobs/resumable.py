@@ -11,7 +11,8 @@ from pathlib import Path
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.jobs.job import Action
 from dreamcanvas.jobs.methods import Method
-from dreamcanvas.outputs import png, rundir
+from dreamcanvas.outputs import rundir
+from dreamcanvas.outputs.run import read_stopped
 from dreamcanvas.records import SettingsRecord
 
 
@@ -22,9 +23,7 @@ def decide(method: Method, folder: Path, wanted: SettingsRecord) -> Action:
     if _never_started(folder):
         _clear_never_started(folder)
         return Action.START
-    stored = rundir.read_run_json(folder)
-    png.check_method(stored, method.name, folder / rundir.RUN_JSON)
-    made = method.settings(stored["settings"], f"the settings in {folder / rundir.RUN_JSON}")
+    stored, made = read_stopped(folder, method.name, method.settings_class)
     changes = method.changes(made, wanted)
     if changes:
         raise DreamcanvasError(

@@ -41,6 +41,7 @@ from dreamcanvas.memory.shapes import (
     decoder_features_per_pixel,
     diffusion_shape,
     encoder_features_per_pixel,
+    gan_shape,
     unet_features_per_pixel,
     unet_parameters,
     vqgan_parameters,
@@ -483,33 +484,6 @@ TRAIN_GAN_BYTES_PER_FEATURE = 6.0
 counted three times (real, fake, the generator's step): the values kept for backward, their gradients and the
 augmentations' copies. Checked on the bundled GAN's run (lightweight, width 16, batch 32, bf16, 12,864 pictures at
 64 px): peak RSS 1.15 GiB, estimate 1.68 GiB; the margin is left for fp32 runs, which keep twice the bytes."""
-
-
-def gan_shape(config: TrainGANConfig) -> tuple[int, int]:
-    """(parameters of both players, activations of one picture through G and three times through D), from the
-    networks built on the meta device (nothing allocated) and one traced forward."""
-    import torch
-
-    from dreamcanvas.models.gan import build_discriminator, build_generator
-
-    model = config.model()
-    with torch.device("meta"):
-        generator, discriminator = build_generator(model), build_discriminator(model)
-        counted = [0]
-
-        def count(module: torch.nn.Module, inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and not list(module.children()):
-                counted[0] += output.numel()
-
-        hooks = [m.register_forward_hook(count) for net in (generator, discriminator) for m in net.modules()]
-        with torch.no_grad():
-            picture = generator(torch.zeros(1, model.z_dim))
-            generated = counted[0]
-            discriminator(picture)
-        for hook in hooks:
-            hook.remove()
-    parameters = sum(p.numel() for net in (generator, discriminator) for p in net.parameters())
-    return parameters, generated + 3 * (counted[0] - generated)
 
 
 def estimate_train_gan(config: TrainGANConfig, pictures: int) -> MemoryEstimate:

@@ -9,23 +9,27 @@ activations depend on.
   the trainer's patch discriminator produce per pixel.
 - Diffusion (:func:`diffusion_shape`): the registered UNets, or a local file's size.
 - BigGAN-deep (:func:`biggan_shape`): the published configuration a registered name stands for, or a local
-  folder's ``config.json``; biggan-deep-256's when neither can be read. Parameters and activations are counted
-  from the architecture.
+  folder's ``config.json``; biggan-deep-256's when neither can be read. Parameters are counted on the network
+  built on the meta device, activations from the architecture.
+- ``train gan`` (:func:`gan_shape`): both networks built on the meta device, one forward traced.
 
 Only small config files and file sizes are read; torch is imported only where a config has to come from
-open_clip or a VQGAN's files have to be found.
+open_clip, a VQGAN's files have to be found, or a network (BigGAN, train gan's) is counted on the meta device.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamcanvas import weights
 from dreamcanvas.errors import DreamcanvasError
+
+if TYPE_CHECKING:
+    from dreamcanvas.models.biggan import BigGANConfig
+    from dreamcanvas.training.gan import TrainGANConfig
 
 FLOAT32 = 4
 BFLOAT16 = 2
@@ -393,100 +397,91 @@ def _discriminator_features_per_pixel(ndf: int, layers: int) -> float:
     return total
 
 
-# ---------------------------------------------------------------------------------------------- diffusion
 # ---------------------------------------------------------------------------------------------- BigGAN-deep
-BIGGAN_MULTIPLIERS = {128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1), 512: (16, 16, 8, 8, 4, 2, 1, 1)}
-"""Channel multipliers of the published BigGAN-deep configurations, one a resolution (as models/biggan.py)."""
-
-
 @dataclass(frozen=True)
 class BigGANShape:
-    """What memory depends on in a BigGAN-deep, read from its ``config.json`` (the port's fields)."""
+    """What memory depends on in a BigGAN-deep: its configuration (the port's ``config.json``), its parameter count
+    and the bytes of its weights file."""
 
-    output_dim: int
-    z_dim: int
-    channel_width: int
-    num_classes: int
-    layers: tuple[tuple[bool, int, int], ...]
-    attention_layer_position: int
+    config: BigGANConfig
+    parameters: int
     checkpoint_bytes: int
-
-    @property
-    def parameters(self) -> int:
-        """Every weight of models/biggan.py's network (biggan-deep-256: 55,880,833)."""
-        width, condition = self.channel_width, 2 * self.z_dim
-        count = self.num_classes * self.z_dim + condition * 256 * width + 256 * width  # embeddings, gen_z
-        for index, (_, inner, outer) in enumerate(self.layers):
-            channels_in, channels_out = width * inner, width * outer
-            middle = channels_in // 4
-            if index == self.attention_layer_position:
-                count += channels_in * channels_in * 5 // 4 + 1  # theta, phi (c/8 each), g and out (c/2 each), gamma
-            count += 2 * condition * (channels_in + 3 * middle)  # the conditional batch norms' gain and bias
-            count += channels_in * middle + 2 * middle * middle * 9 + middle * channels_out + 3 * middle + channels_out
-        return count + 2 * width + width * width * 9 + width  # the last batch norm, conv_to_rgb
 
     def activation_elements(self) -> float:
         """Elements of the tensors one forward pass keeps for its backward (each stage's input to a batch norm,
         a convolution and the residual sum), and attention's scores: what the per-element coefficient scales."""
-        side, width = 4, self.channel_width
+        side, width = 4, self.config.channel_width
         total = 16.0 * 16 * width
-        for index, (upsample, inner, outer) in enumerate(self.layers):
+        for index, (upsample, inner, outer) in enumerate(self.config.layers):
             channels_in, middle = width * inner, width * inner // 4
             after = side * 2 if upsample else side
-            if index == self.attention_layer_position:
+            if index == self.config.attention_layer_position:
                 total += side**2 * channels_in * 2 + side**4 / 4
             total += side**2 * (channels_in + middle) + after**2 * (3 * middle + 2 * width * outer)
             side = after
         return total + side**2 * width * 2
 
 
-def _biggan_config(spec: str) -> tuple[dict[str, Any] | None, int]:
-    """(config.json's fields or None, bytes of the weights) of a ``--biggan-model``, from disk only."""
+def _biggan_config(spec: str) -> tuple[BigGANConfig, int]:
+    """(the configuration, bytes of the weights) of a ``--biggan-model``, from disk only: a local folder's
+    ``config.json``, or the published configuration a registered name ends in; biggan-deep-256's otherwise."""
+    from dreamcanvas.models.biggan import BigGANConfig
+
     if spec.startswith(weights.LOCAL_PREFIX):
         folder = Path(spec[len(weights.LOCAL_PREFIX) :]).expanduser()
         size = max((_file_size(folder / name) for name in ("model.safetensors", "pytorch_model.bin")), default=0)
         try:
-            data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None, size
-        return (data if isinstance(data, dict) else None), size
+            return BigGANConfig.from_json_file(folder / "config.json"), size
+        except (OSError, ValueError, TypeError, KeyError):
+            return BigGANConfig.for_size(256), size
     source = weights.find_source(spec)
     size = int(source.size_mb * 1e6) if source is not None and source.size_mb else 0
     published = spec.rsplit("-", 1)[-1]
-    if published.isdigit() and int(published) in BIGGAN_MULTIPLIERS:
-        return {"output_dim": int(published)}, size
-    return None, size
-
-
-def _biggan_blocks(output_dim: int) -> tuple[tuple[bool, int, int], ...]:
-    multipliers = BIGGAN_MULTIPLIERS.get(output_dim, BIGGAN_MULTIPLIERS[256])
-    return tuple(block for a, b in itertools.pairwise(multipliers) for block in ((False, a, a), (True, a, b)))
+    return BigGANConfig.for_size(int(published) if published in ("128", "256", "512") else 256), size
 
 
 def biggan_shape(spec: str) -> BigGANShape:
-    """The BigGAN-deep ``--biggan-model`` names; biggan-deep-256's network when its config cannot be read."""
-    try:
-        data, size = _biggan_config(str(spec).strip())
-    except (OSError, ValueError, TypeError):
-        data, size = None, 0
-    data = data or {"output_dim": 256}
-    output_dim = _number(data.get("output_dim"), 256)
-    try:
-        layers = tuple((bool(up), int(inner), int(outer)) for up, inner, outer in data["layers"])
-    except (KeyError, TypeError, ValueError):
-        layers = _biggan_blocks(output_dim)
-    shape = BigGANShape(
-        output_dim,
-        _number(data.get("z_dim"), 128),
-        _number(data.get("channel_width"), 128),
-        _number(data.get("num_classes"), 1000),
-        layers,
-        _number(data.get("attention_layer_position"), 8),
-        size,
-    )
-    return BigGANShape(**{**shape.__dict__, "checkpoint_bytes": size or shape.parameters * FLOAT32})
+    """The BigGAN-deep ``--biggan-model`` names; its parameters counted on models/biggan.py's network, built on the
+    meta device (nothing allocated)."""
+    import torch
+
+    from dreamcanvas.models.biggan import BigGAN
+
+    config, size = _biggan_config(str(spec).strip())
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in BigGAN(config).parameters())
+    return BigGANShape(config, parameters, size or parameters * FLOAT32)
 
 
+# ---------------------------------------------------------------------------------------------- train gan
+def gan_shape(config: TrainGANConfig) -> tuple[int, int]:
+    """(parameters of both players, activations of one picture through G and three times through D), from the
+    networks built on the meta device (nothing allocated) and one traced forward."""
+    import torch
+
+    from dreamcanvas.models.gan import build_discriminator, build_generator
+
+    model = config.model()
+    with torch.device("meta"):
+        generator, discriminator = build_generator(model), build_discriminator(model)
+        counted = [0]
+
+        def count(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and not list(module.children()):
+                counted[0] += output.numel()
+
+        hooks = [m.register_forward_hook(count) for net in (generator, discriminator) for m in net.modules()]
+        with torch.no_grad():
+            picture = generator(torch.zeros(1, model.z_dim))
+            generated = counted[0]
+            discriminator(picture)
+        for hook in hooks:
+            hook.remove()
+    parameters = sum(p.numel() for net in (generator, discriminator) for p in net.parameters())
+    return parameters, generated + 3 * (counted[0] - generated)
+
+
+# ---------------------------------------------------------------------------------------------- diffusion
 KNOWN_DIFFUSION_MODELS = {
     "256x256_diffusion_uncond": (552_814_086, 256),
     "512x512_diffusion_uncond_finetune_008100": (557_973_638, 256),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,6 +95,12 @@ def save_state(path: Path, run_state: dict[str, Any], options: dict[str, Any], d
 def load_state(path: Path) -> dict[str, Any]:
     """``train_state.pt``, weights-only (nothing in it can run code) and checked for the keys resuming needs."""
     return load_training_state(path, STATE_SHAPE)
+
+
+def run_options(config: Any, per_session: tuple[str, ...]) -> dict[str, Any]:
+    """The options of a trainer's config dataclass that define its run: all but ``per_session`` (paths, stopping
+    rules, threads), which a resumed session may change. Every trainer's ``saved()``."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name not in per_session}
 
 
 def resumed_options(config: Options, explicit: set[str], per_session: tuple[str, ...], path: Path) -> Options:

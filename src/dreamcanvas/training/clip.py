@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from dreamcanvas import memory
+from dreamcanvas import memory, training
 from dreamcanvas.data.captions import Pair, load_pairs
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
@@ -93,7 +93,7 @@ class TrainOptions:
 
     def saved(self) -> dict[str, Any]:
         """What ``--resume`` restores: everything but the paths and the stopping rules of one session."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
+        return training.run_options(self, RESUME_PER_SESSION)
 
 
 @dataclass

@@ -33,7 +33,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ class TrainDiffusionConfig:
 
     def saved(self) -> dict[str, Any]:
         """The options that define the run (what ``--resume`` restores and checks)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
+        return training.run_options(self, RESUME_PER_SESSION)
 
 
 @dataclass

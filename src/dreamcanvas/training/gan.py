@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ class TrainGANConfig:
 
     def saved(self) -> dict[str, Any]:
         """The options that define the run (what ``--resume`` restores and checks)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
+        return training.run_options(self, RESUME_PER_SESSION)
 
 
 @dataclass

@@ -35,7 +35,7 @@ import copy
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ class TrainSDConfig:
 
     def saved(self) -> dict[str, Any]:
         """The options that define the run (what ``--resume`` restores and checks)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
+        return training.run_options(self, RESUME_PER_SESSION)
 
     def unet_overrides(self) -> dict[str, Any]:
         """diffusers' UNet settings for a fresh UNet (its ``attention_head_dim`` counts heads, not channels)."""

@@ -33,7 +33,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ class TrainVQGANConfig:
 
     def saved(self) -> dict[str, Any]:
         """The options that define the run (what ``--resume`` restores and checks)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUME_PER_SESSION}
+        return training.run_options(self, RESUME_PER_SESSION)
 
 
 @dataclass
