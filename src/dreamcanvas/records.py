@@ -27,6 +27,12 @@ from dreamcanvas.errors import DreamcanvasError
 
 Record = TypeVar("Record")
 
+PICTURE = "picture"
+"""A field that names picture files (``--init-image``, ``CONTENT``), each maybe with ``:weight`` after it."""
+MODEL = "model"
+"""A field that names a model (``--clip``, ``--model``): a registered name, ``bundled:``, ``hf-hub:`` or
+``local:PATH``."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -43,6 +49,10 @@ class Limits:
     """Strings (and each string of a list) must not be empty or blank."""
     flag: str | None = None
     """The command-line flag, when it is not ``--`` + the field name with dashes."""
+    kind: str = ""
+    """What a text names, where it names something on disk: :data:`PICTURE` (a picture file, each of a list:
+    an upload in the studio) or :data:`MODEL` (a model spec, where ``local:PATH`` is a path). The studio lets
+    no path from a request reach the file system by these marks."""
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **limits: Any) -> Any:

