@@ -16,6 +16,7 @@ The examples are derandomised (the same cases on every run, so CI is reproducibl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -384,7 +385,7 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
     max_leaves=4,
 )  # fmt: skip
-FIELDS = sorted(GenerateSettings.__dataclass_fields__)
+FIELDS = sorted(field.name for field in dataclasses.fields(GenerateSettings))  # not PANELS, a ClassVar
 COSTLY = {"iterations", "width", "height", "cutn", "story_every", "zoom_every"}
 """Fields whose valid values can make a run long: kept to values a test can afford when they are numbers."""
 

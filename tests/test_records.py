@@ -10,12 +10,18 @@ import typer
 
 from dreamcanvas.cli import _register_commands, app
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import check_record, flag_of, read_record, record_to_json, setting
+from dreamcanvas.records import check_record, field_docs, flag_of, read_record, record_to_json, setting
+from dreamcanvas.sd.settings import SDSettings
 from dreamcanvas.settings import GenerateSettings
+from dreamcanvas.style.settings import StyleSettings
 from dreamcanvas.training.clip import TrainOptions
 from dreamcanvas.training.diffusion import TrainDiffusionConfig
 from dreamcanvas.training.gan import TrainGANConfig
 from dreamcanvas.training.vqgan import TrainVQGANConfig
+from dreamcanvas.upscale.settings import UpscaleSettings
+
+COMMAND_RECORDS = (GenerateSettings, SDSettings, StyleSettings, UpscaleSettings)
+"""The records the commands' help and the studio's forms are made from: every field's text and panel live there."""
 
 
 @dataclasses.dataclass
@@ -106,6 +112,33 @@ def test_every_float_setting_has_a_range() -> None:
             if "float" in str(field.type):
                 limits = field.metadata.get("limits")
                 assert limits is not None and limits.high is not None, (record.__name__, name)
+
+
+@pytest.mark.parametrize("record", COMMAND_RECORDS, ids=lambda record: record.__name__)
+def test_every_setting_has_a_help_text_and_a_panel(record) -> None:
+    """``--help`` and the studio show a field's docstring in its panel: a field without one would be shown bare."""
+    names = {field.name for field in dataclasses.fields(record)}
+    docs = field_docs(record)
+    assert "PANELS" not in names  # a ClassVar: not a setting, not stored
+    assert [name for name in names if not docs.get(name, "").strip()] == [], "fields without a docstring"
+    assert sorted(names - set(record.PANELS)) == [], "fields without a panel"
+    assert sorted(set(record.PANELS) - names) == [], "panels of fields that do not exist"
+    assert all(panel.strip() for panel in record.PANELS.values())
+
+
+def test_generate_takes_its_help_and_panels_from_the_record() -> None:
+    """``generate``'s options are hand-written, but a setting's help text and panel exist once: on the record."""
+    _register_commands()
+    command = typer.main.get_command(app).commands["generate"]  # type: ignore[attr-defined]
+    options = {param.name: param for param in command.params}
+    docs = field_docs(GenerateSettings)
+    for field in dataclasses.fields(GenerateSettings):
+        flag = flag_of(field)
+        if not flag.startswith("--"):
+            continue
+        param = next(param for param in options.values() if flag in param.opts)
+        assert param.help == docs[field.name] or field.name == "height", (field.name, param.help)
+        assert param.rich_help_panel == GenerateSettings.PANELS[field.name], field.name
 
 
 def test_augmentation_names_agree_with_the_perceptor() -> None:

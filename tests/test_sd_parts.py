@@ -7,6 +7,7 @@ sit in a Hugging Face cache laid out as huggingface_hub lays it out. Every test 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def test_every_setting_has_help_text():
     from dreamcanvas.records import field_docs
 
     docs = field_docs(SDSettings)
-    assert set(docs) == set(SDSettings.__dataclass_fields__) and all(docs.values())
+    assert set(docs) == {field.name for field in dataclasses.fields(SDSettings)} and all(docs.values())
 
 
 # --------------------------------------------------------------------------------------------------------

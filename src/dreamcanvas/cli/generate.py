@@ -13,20 +13,11 @@ from dreamcanvas.cli import STOPPED, app, typed_flags
 from dreamcanvas.cli.options import force_option, quiet_option
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import field_docs
-from dreamcanvas.settings import DEFAULT_AUGS, DEFAULT_CLIP, GenerateSettings
+from dreamcanvas.settings import DEFAULT_AUGS, GenerateSettings
 
 if TYPE_CHECKING:
     from dreamcanvas.engine import RunResult, StepCallback
     from dreamcanvas.upscale.tiles import TileHook
-
-PROMPTS = "Prompts"
-PERCEPTOR = "Perceptor (CLIP)"
-GENERATOR = "Generator"
-LOOP = "Optimisation"
-OUTPUT = "Output"
-MOTION = "Zoom video and story"
-DIFFUSION = "Diffusion (--generator diffusion)"
-BIGGAN = "BigSleep (--generator biggan)"
 
 # CLI option -> settings field, for options whose names differ or that need converting.
 _RENAMED = {
@@ -40,8 +31,15 @@ _RENAMED = {
 
 
 HELP = field_docs(GenerateSettings)
-"""The help of the options added since the record became the source of help texts (the older ones still say it
-in their own words here)."""
+"""Each setting's help: its field's docstring, the one text ``--help``, ``batch --help`` and the studio show."""
+PANELS = GenerateSettings.PANELS
+OUTPUT = PANELS["save_every"]
+"""The panel of the options that say where a run goes (``--out``, ``--from``, ``--force``)."""
+
+
+def _setting(field: str, *flags: str, **options: Any) -> Any:
+    """The option of a :class:`GenerateSettings` field: its help and ``--help`` panel come from the record."""
+    return typer.Option(*flags, help=HELP[field], rich_help_panel=PANELS[field], **options)
 
 
 def _split_augs(value: str) -> list[str]:
@@ -85,207 +83,62 @@ def generate(
     ] = None,
     prompt_option: Annotated[
         list[str] | None,
-        typer.Option("--prompt", "-p", help="Another text prompt (repeatable), same syntax.", rich_help_panel=PROMPTS),
-    ] = None,
-    image_prompt: Annotated[
-        list[str] | None,
-        typer.Option(help="PATH[:weight[:stop]]: a picture as a prompt (repeatable).", rich_help_panel=PROMPTS),
-    ] = None,
-    target_image: Annotated[
-        list[str] | None,
         typer.Option(
-            help="PATH[:weight]: a target picture (as the notebook's target_images; repeatable).",
-            rich_help_panel=PROMPTS,
+            "--prompt", "-p", help="Another text prompt (repeatable), same syntax.", rich_help_panel=PANELS["prompts"]
         ),
     ] = None,
-    init_image: Annotated[
-        str | None, typer.Option(help="Start from this picture instead of noise.", rich_help_panel=PROMPTS)
-    ] = None,
-    init_weight: Annotated[
-        float, typer.Option(help="Keep the picture close to --init-image (MSE weight).", rich_help_panel=PROMPTS)
-    ] = 0.0,
-    style_image: Annotated[
-        list[str] | None, typer.Option(help=HELP["style_images"], rich_help_panel=PROMPTS, show_default=False)
-    ] = None,
-    style_vgg: Annotated[str, typer.Option(help=HELP["style_vgg"], rich_help_panel=PROMPTS)] = "vgg19-caffe",
-    clip: Annotated[
-        list[str] | None,
-        typer.Option(
-            help=f"CLIP model: ARCH:TAG, hf-hub:ORG/REPO or local-dir:PATH; repeat to ensemble. "
-            f"(default: {DEFAULT_CLIP}, or the bundled offline guide when that cannot be had)",
-            rich_help_panel=PERCEPTOR,
-            show_default=False,
-        ),
-    ] = None,
-    cutn: Annotated[int, typer.Option(help="Random cutouts per step and model.", rich_help_panel=PERCEPTOR)] = 32,
-    cut_pow: Annotated[
-        float, typer.Option(help="Cutout size power: >1 favours small cutouts, <1 large.", rich_help_panel=PERCEPTOR)
-    ] = 1.0,
-    augs: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated augmentations: flip, affine, perspective, jitter, sharpness, "
-            "erasing, noise; or 'none'.",
-            rich_help_panel=PERCEPTOR,
-        ),
-    ] = ",".join(DEFAULT_AUGS),
-    tv_weight: Annotated[
-        float, typer.Option(help="Total-variation smoothness weight.", rich_help_panel=PERCEPTOR)
-    ] = 0.0,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="Precision of CLIP's image tower and the VQGAN decoder or BigGAN: bf16, fp32, or auto (bf16 on CPUs "
-            "with native bf16, AMX / AVX512-BF16, where it is several times faster; fp32 elsewhere).",
-            rich_help_panel=PERCEPTOR,
-        ),
-    ] = "auto",
-    generator: Annotated[
-        str,
-        typer.Option(
-            "--generator",
-            "-g",
-            help="pixel, fourier, vqgan, diffusion, biggan (BigSleep: CLIP steers BigGAN-deep) or gan.",
-            rich_help_panel=GENERATOR,
-        ),
-    ] = "fourier",
-    size: Annotated[tuple[int, int], typer.Option(help="Width and height in pixels.", rich_help_panel=GENERATOR)] = (
-        256,
-        256,
-    ),
-    fourier_decay: Annotated[
-        float, typer.Option(help="Fourier generator: spectrum fall-off; larger = smoother.", rich_help_panel=GENERATOR)
-    ] = 1.5,
-    fourier_colors: Annotated[
-        float, typer.Option(help="Fourier generator: colour saturation.", rich_help_panel=GENERATOR)
-    ] = 1.5,
-    vqgan_model: Annotated[
-        str, typer.Option(help="VQGAN generator: a registered model name or local:PATH.", rich_help_panel=GENERATOR)
-    ] = "vqgan_imagenet_f16_16384",
-    init_noise: Annotated[
-        str,
-        typer.Option(
-            help="VQGAN start without --init-image: none (random codebook entries), pixels or gradient.",
-            rich_help_panel=GENERATOR,
-        ),
-    ] = "none",
-    diffusion_model: Annotated[
-        str,
-        typer.Option(
-            help="Diffusion generator: a registered model (dreamcanvas models list --kind diffusion) or "
-            "local:PATH.pt (a guided-diffusion state dict; flags from model_flags.json beside it, or inferred). "
-            "(default: 256x256_diffusion_uncond, or the bundled small model when that cannot be had)",
-            rich_help_panel=DIFFUSION,
-            show_default=False,
-        ),
-    ] = "",
-    sampler: Annotated[
-        str, typer.Option(help="ddim (few steps suffice) or ddpm (the first notebook's).", rich_help_panel=DIFFUSION)
-    ] = "ddim",
-    eta: Annotated[
-        float,
-        typer.Option(help="DDIM's fresh noise per step: 0 deterministic, 1 like DDPM.", rich_help_panel=DIFFUSION),
-    ] = 0.0,
-    skip_steps: Annotated[
-        int,
-        typer.Option(
-            help="Leave out the N noisiest steps (the schedule has --iterations + N); with --init-image, how much "
-            "of the picture survives.",
-            rich_help_panel=DIFFUSION,
-        ),
-    ] = 0,
-    guidance_model: Annotated[
-        str,
-        typer.Option(
-            help="What CLIP's gradient flows through: unet (the diffusion model), or secondary (Disco's small "
-            "secondary model: the UNet then runs forward only, several times faster) or local:PATH.pth.",
-            rich_help_panel=DIFFUSION,
-        ),
-    ] = "unet",
-    clip_guidance_scale: Annotated[
-        float, typer.Option(help="How hard CLIP steers each denoising step.", rich_help_panel=DIFFUSION)
-    ] = 1000.0,
-    tv_scale: Annotated[
-        float,
-        typer.Option(help="Smoothness of the picture CLIP sees (the notebooks' tv_scale).", rich_help_panel=DIFFUSION),
-    ] = 150.0,
-    range_scale: Annotated[
-        float,
-        typer.Option(help="Penalty on the predicted picture leaving [-1, 1] (range_scale).", rich_help_panel=DIFFUSION),
-    ] = 50.0,
-    clamp_max: Annotated[
-        float,
-        typer.Option(
-            help="Largest RMS of the guidance gradient; larger ones keep only their direction (Disco's clamp_max, "
-            "0.05 there). 0 = no clamp (the first notebook's); DDIM on small models needs one.",
-            rich_help_panel=DIFFUSION,
-        ),
-    ] = 0.0,
-    clip_denoised: Annotated[
-        bool,
-        typer.Option(
-            help="Clamp each step's estimate of the finished picture to [-1, 1] (guided-diffusion's default; the "
-            "notebooks' is off). Small models such as the bundled one need it.",
-            rich_help_panel=DIFFUSION,
-        ),
-    ] = False,
-    biggan_model: Annotated[str, typer.Option(help=HELP["biggan_model"], rich_help_panel=BIGGAN)] = "biggan-deep-256",
-    truncation: Annotated[float, typer.Option(help=HELP["truncation"], rich_help_panel=BIGGAN)] = 1.0,
-    max_classes: Annotated[int, typer.Option(help=HELP["max_classes"], rich_help_panel=BIGGAN)] = 0,
-    class_temperature: Annotated[float, typer.Option(help=HELP["class_temperature"], rich_help_panel=BIGGAN)] = 2.0,
-    ema_decay: Annotated[float, typer.Option(help=HELP["ema_decay"], rich_help_panel=BIGGAN)] = 0.5,
-    biggan_class: Annotated[
-        list[str] | None, typer.Option(help=HELP["biggan_classes"], rich_help_panel=BIGGAN, show_default=False)
-    ] = None,
-    gan_model: Annotated[str, typer.Option(help=HELP["gan_model"], rich_help_panel=GENERATOR)] = "bundled:gan",
-    story_every: Annotated[
-        int,
-        typer.Option(
-            help="Steps per segment of a 'a forest ^ a city ^ the sea' story prompt; 0 spreads the "
-            "segments over the run.",
-            rich_help_panel=MOTION,
-        ),
-    ] = 0,
-    zoom: Annotated[
-        bool,
-        typer.Option(
-            "--zoom",
-            help="Zoom video: move the picture every --zoom-every steps and keep drawing.",
-            rich_help_panel=MOTION,
-        ),
-    ] = False,
-    zoom_every: Annotated[int, typer.Option(help="Steps between camera moves.", rich_help_panel=MOTION)] = 10,
-    zoom_scale: Annotated[
-        float, typer.Option(help="Zoom per move (>1 flies in, <1 out).", rich_help_panel=MOTION)
-    ] = 1.02,
-    zoom_shift_x: Annotated[
-        float, typer.Option(help="Pan per move, pixels (+ = right).", rich_help_panel=MOTION)
-    ] = 0.0,
-    zoom_shift_y: Annotated[float, typer.Option(help="Pan per move, pixels (+ = down).", rich_help_panel=MOTION)] = 0.0,
-    zoom_rotate: Annotated[
-        float, typer.Option(help="Rotation per move, degrees (+ = counter-clockwise).", rich_help_panel=MOTION)
-    ] = 0.0,
-    iterations: Annotated[
-        int, typer.Option("--iterations", "-i", help="Optimisation steps; -1 runs until Ctrl-C.", rich_help_panel=LOOP)
-    ] = 300,
-    lr: Annotated[
-        float | None,
-        typer.Option(help="Learning rate (default: the generator's own).", rich_help_panel=LOOP, show_default=False),
-    ] = None,
-    optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.", rich_help_panel=LOOP)] = "adam",
-    seed: Annotated[
-        int, typer.Option(help="Random seed; -1 picks one (printed and stored in the PNG).", rich_help_panel=LOOP)
-    ] = -1,
-    save_every: Annotated[
-        int, typer.Option(help="Save a frame (and a resumable checkpoint) every N steps.", rich_help_panel=OUTPUT)
-    ] = 50,
-    video: Annotated[bool, typer.Option("--video", help="Write an MP4 of the frames.", rich_help_panel=OUTPUT)] = False,
-    gif: Annotated[bool, typer.Option("--gif", help="Write a GIF of the frames.", rich_help_panel=OUTPUT)] = False,
-    fps: Annotated[int, typer.Option(help="Frames per second of the video/GIF.", rich_help_panel=OUTPUT)] = 12,
-    upscale: Annotated[int, typer.Option(help=HELP["upscale"], rich_help_panel=OUTPUT)] = 0,
-    upscale_model: Annotated[
-        str, typer.Option(help=HELP["upscale_model"], rich_help_panel=OUTPUT, show_default=False)
-    ] = "",
+    image_prompt: Annotated[list[str] | None, _setting("image_prompts", show_default=False)] = None,
+    target_image: Annotated[list[str] | None, _setting("target_images", show_default=False)] = None,
+    init_image: Annotated[str | None, _setting("init_image")] = None,
+    init_weight: Annotated[float, _setting("init_weight")] = 0.0,
+    style_image: Annotated[list[str] | None, _setting("style_images", show_default=False)] = None,
+    style_vgg: Annotated[str, _setting("style_vgg")] = "vgg19-caffe",
+    clip: Annotated[list[str] | None, _setting("clip_models", show_default=False)] = None,
+    cutn: Annotated[int, _setting("cutn")] = 32,
+    cut_pow: Annotated[float, _setting("cut_pow")] = 1.0,
+    augs: Annotated[str, _setting("augs")] = ",".join(DEFAULT_AUGS),
+    tv_weight: Annotated[float, _setting("tv_weight")] = 0.0,
+    precision: Annotated[str, _setting("precision")] = "auto",
+    generator: Annotated[str, _setting("generator", "--generator", "-g")] = "fourier",
+    size: Annotated[tuple[int, int], _setting("width")] = (256, 256),
+    fourier_decay: Annotated[float, _setting("fourier_decay")] = 1.5,
+    fourier_colors: Annotated[float, _setting("fourier_colors")] = 1.5,
+    vqgan_model: Annotated[str, _setting("vqgan_model")] = "vqgan_imagenet_f16_16384",
+    init_noise: Annotated[str, _setting("init_noise")] = "none",
+    diffusion_model: Annotated[str, _setting("diffusion_model", show_default=False)] = "",
+    sampler: Annotated[str, _setting("sampler")] = "ddim",
+    eta: Annotated[float, _setting("eta")] = 0.0,
+    skip_steps: Annotated[int, _setting("skip_steps")] = 0,
+    guidance_model: Annotated[str, _setting("guidance_model")] = "unet",
+    clip_guidance_scale: Annotated[float, _setting("clip_guidance_scale")] = 1000.0,
+    tv_scale: Annotated[float, _setting("tv_scale")] = 150.0,
+    range_scale: Annotated[float, _setting("range_scale")] = 50.0,
+    clamp_max: Annotated[float, _setting("clamp_max")] = 0.0,
+    clip_denoised: Annotated[bool, _setting("clip_denoised")] = False,
+    biggan_model: Annotated[str, _setting("biggan_model")] = "biggan-deep-256",
+    truncation: Annotated[float, _setting("truncation")] = 1.0,
+    max_classes: Annotated[int, _setting("max_classes")] = 0,
+    class_temperature: Annotated[float, _setting("class_temperature")] = 2.0,
+    ema_decay: Annotated[float, _setting("ema_decay")] = 0.5,
+    biggan_class: Annotated[list[str] | None, _setting("biggan_classes", show_default=False)] = None,
+    gan_model: Annotated[str, _setting("gan_model")] = "bundled:gan",
+    story_every: Annotated[int, _setting("story_every")] = 0,
+    zoom: Annotated[bool, _setting("zoom", "--zoom")] = False,
+    zoom_every: Annotated[int, _setting("zoom_every")] = 10,
+    zoom_scale: Annotated[float, _setting("zoom_scale")] = 1.02,
+    zoom_shift_x: Annotated[float, _setting("zoom_shift_x")] = 0.0,
+    zoom_shift_y: Annotated[float, _setting("zoom_shift_y")] = 0.0,
+    zoom_rotate: Annotated[float, _setting("zoom_rotate")] = 0.0,
+    iterations: Annotated[int, _setting("iterations", "--iterations", "-i")] = 300,
+    lr: Annotated[float | None, _setting("lr", show_default=False)] = None,
+    optimizer: Annotated[str, _setting("optimizer")] = "adam",
+    seed: Annotated[int, _setting("seed")] = -1,
+    save_every: Annotated[int, _setting("save_every")] = 50,
+    video: Annotated[bool, _setting("video", "--video")] = False,
+    gif: Annotated[bool, _setting("gif", "--gif")] = False,
+    fps: Annotated[int, _setting("fps")] = 12,
+    upscale: Annotated[int, _setting("upscale")] = 0,
+    upscale_model: Annotated[str, _setting("upscale_model", show_default=False)] = "",
     out: Annotated[
         Path | None,
         typer.Option(

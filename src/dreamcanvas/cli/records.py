@@ -60,6 +60,8 @@ def _parameter(cls: type, option: Option, panels: dict[str, str], optional: set[
     hints = typing.get_type_hints(cls)
     first = fields[option.fields[0]]
     flag, hint, default = flag_of(first), hints[first.name], first.default
+    if first.default_factory is not dataclasses.MISSING:  # a list that starts empty: a repeatable option
+        default = first.default_factory()
     panel, required = panels.get(first.name), default is dataclasses.MISSING and first.name not in optional
     if not flag.startswith("--"):
         info: Any = typer.Argument(help=_help(cls, first), show_default=False)

@@ -19,15 +19,8 @@ from dreamcanvas.cli.records import record_parameters, record_values
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.sd.settings import SDSettings
 
-PROMPT, MODEL, SAMPLING, IMAGE, OUTPUT = "Prompt", "Model", "Sampling", "Image to image", "Output"
-PANELS = {
-    **dict.fromkeys(("prompt", "negative"), PROMPT),
-    **dict.fromkeys(("model", "precision", "backend", "decoder", "tiny_decoder"), MODEL),
-    **dict.fromkeys(("steps", "guidance", "sampler", "seed", "width", "height", "batch"), SAMPLING),
-    **dict.fromkeys(("init_image", "strength"), IMAGE),
-    **dict.fromkeys(("save_every", "preview", "video", "gif", "fps", "upscale", "upscale_model"), OUTPUT),
-}
-"""The ``--help`` panel of each setting (presentation only: flags and help live on the record)."""
+OUTPUT = SDSettings.PANELS["save_every"]
+"""The panel of the options that are not settings (``--from``, ``--out``, ...): beside the output settings."""
 
 FROM_HELP = (
     "Re-make a picture from the settings in its PNG: dreamcanvas's own, or AUTOMATIC1111's 'parameters' text "
@@ -117,6 +110,6 @@ def _with_progress(quiet: bool, run: Any) -> Any:
 
 
 sd.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [CONTEXT, *record_parameters(SDSettings, PANELS, optional={"prompt"}), *COMMAND_OPTIONS]
+    [CONTEXT, *record_parameters(SDSettings, SDSettings.PANELS, optional={"prompt"}), *COMMAND_OPTIONS]
 )
 app.command(name="sd", no_args_is_help=True)(sd)

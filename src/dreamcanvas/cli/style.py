@@ -23,15 +23,8 @@ from dreamcanvas.style.settings import StyleSettings
 if TYPE_CHECKING:
     from dreamcanvas.style.run import StyleResult
 
-PICTURES, METHOD, LOSSES, OPTIMISATION, OUTPUT = "Pictures", "Method and network", "Losses", "Optimisation", "Output"
-PANELS = {
-    **dict.fromkeys(("content", "styles", "style_scale", "original_colors"), PICTURES),
-    **dict.fromkeys(("method", "vgg", "vgg_layout", "pooling", "precision"), METHOD),
-    **dict.fromkeys(("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers"), LOSSES),
-    **dict.fromkeys(("optimizer", "lbfgs_history", "lr", "init", "iterations", "sizes", "seed"), OPTIMISATION),
-    **dict.fromkeys(("save_every", "video", "gif", "fps"), OUTPUT),
-}
-"""The ``--help`` panel of each setting (presentation only: flags and help live on the record)."""
+OUTPUT = StyleSettings.PANELS["save_every"]
+"""The panel of the options that are not settings (``--out``, ``--resume``, ...): beside the output settings."""
 
 
 def _keyword(name: str, default: Any, annotation: Any) -> inspect.Parameter:
@@ -98,6 +91,6 @@ def _report(result: StyleResult) -> None:
 
 
 style.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [CONTEXT, *record_parameters(StyleSettings, PANELS, optional={"content", "styles"}), *COMMAND_OPTIONS]
+    [CONTEXT, *record_parameters(StyleSettings, StyleSettings.PANELS, optional={"content", "styles"}), *COMMAND_OPTIONS]
 )
 app.command(name="style", no_args_is_help=True)(style)

@@ -10,11 +10,8 @@ from dreamcanvas.cli.options import run_parameters
 from dreamcanvas.cli.records import record_parameters, record_values
 from dreamcanvas.upscale.settings import UpscaleSettings
 
-MODEL, TILES, OUTPUT = "Model", "Tiles", "Output"
-PANELS = {
-    **dict.fromkeys(("model", "scale", "outscale", "precision"), MODEL),
-    **dict.fromkeys(("tile", "tile_pad"), TILES),
-}
+OUTPUT = "Output"
+"""The panel of ``--out``, ``--force`` and ``--quiet``: the record has no output settings of its own."""
 NOT_SETTINGS = ("out", "force", "quiet")
 
 
@@ -38,6 +35,6 @@ def upscale(**values: Any) -> None:
 
 
 upscale.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [*record_parameters(UpscaleSettings, PANELS), *run_parameters(OUTPUT)]
+    [*record_parameters(UpscaleSettings, UpscaleSettings.PANELS), *run_parameters(OUTPUT)]
 )
 app.command(name="upscale", no_args_is_help=True)(upscale)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
@@ -83,6 +84,15 @@ class SDSettings(SettingsRecord):
     upscale_model: str = setting("", kind=MODEL)
     """The upscaler of --upscale, as `dreamcanvas upscale --model`: a registered name or local:FILE; empty =
     RealESRGAN_x4plus (x2plus for --upscale 2)."""
+
+    # the panel of each field in `sd --help` and in the studio (presentation only; the help is the docstring)
+    PANELS: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("prompt", "negative"), "Prompt"),
+        **dict.fromkeys(("model", "precision", "backend", "decoder", "tiny_decoder"), "Model"),
+        **dict.fromkeys(("steps", "guidance", "sampler", "seed", "width", "height", "batch"), "Sampling"),
+        **dict.fromkeys(("init_image", "strength"), "Image to image"),
+        **dict.fromkeys(("save_every", "preview", "video", "gif", "fps", "upscale", "upscale_model"), "Output"),
+    }
 
     def cross_check(self) -> None:
         """The rules that tie fields together (each field's own limits are checked before)."""

@@ -9,6 +9,7 @@ CPU, and say why where they do not (:attr:`StyleSettings.iterations`, :attr:`Sty
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
@@ -98,6 +99,15 @@ class StyleSettings(SettingsRecord):
     """Also write a GIF of the frames."""
     fps: int = setting(12, low=1, high=240)
     """Frames per second of the video and GIF."""
+
+    # the panel of each field in `style --help` and in the studio (presentation only; the help is the docstring)
+    PANELS: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("content", "styles", "style_scale", "original_colors"), "Pictures"),
+        **dict.fromkeys(("method", "vgg", "vgg_layout", "pooling", "precision"), "Method and network"),
+        **dict.fromkeys(("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers"), "Losses"),
+        **dict.fromkeys(("optimizer", "lbfgs_history", "lr", "init", "iterations", "sizes", "seed"), "Optimisation"),
+        **dict.fromkeys(("save_every", "video", "gif", "fps"), "Output"),
+    }
 
     def cross_check(self) -> None:
         """The rules that tie fields together (each field's own limits are checked before)."""

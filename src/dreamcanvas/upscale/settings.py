@@ -7,6 +7,7 @@ The record is what the upscaled PNG stores and what the command's options are ma
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import MODEL, PICTURE, SettingsRecord, setting
@@ -41,6 +42,13 @@ class UpscaleSettings(SettingsRecord):
     10 left seams of up to 16 levels with x4plus-anime in the tests; 24 keeps them within 2)."""
     precision: str = setting("auto", choices=PRECISIONS)
     """Compute in bf16 or fp32; auto = bf16 on CPUs with native bf16 (AMX / AVX512-BF16)."""
+
+    # the panel of each field in `upscale --help` and in the studio (presentation only; the help is the docstring)
+    PANELS: ClassVar[dict[str, str]] = {
+        "image": "Picture",
+        **dict.fromkeys(("model", "scale", "outscale", "precision"), "Model"),
+        **dict.fromkeys(("tile", "tile_pad"), "Tiles"),
+    }
 
     def cross_check(self) -> None:
         if self.tile and self.tile <= self.tile_pad:
