@@ -61,3 +61,10 @@ def method_named(name: str) -> Method:
     except KeyError:
         known = ", ".join(sorted({*_REGISTERED, *BUILT_IN}))
         raise DreamcanvasError(f"no job method {name!r}; known: {known}") from None
+
+
+def available_methods() -> list[str]:
+    """Every method a job can name, built-in and registered, each imported once: the studio's tabs."""
+    for name in BUILT_IN:
+        method_named(name)
+    return list(_REGISTERED)
