@@ -33,3 +33,8 @@ def test_every_flag_of_every_command_is_in_help_and_readme():
             if not any(flag in readme for flag in long_flags):
                 missing.append(f"dreamcanvas {' '.join(path)} {long_flags[0]}")
     assert not missing, f"flags missing from README.md: {missing}"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()[-1]
+    assert "python -m pytest" in ci and ci in README.read_text().splitlines()

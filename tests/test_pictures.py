@@ -205,7 +205,7 @@ MODES = {
     "F-unit": (wide("F", [0.0, 0.5, 1.0]), "tiff", [BLACK, (128,) * 3, WHITE], 0),
     "F-bytes": (wide("F", [0.0, 127.6, 255.0]), "tiff", [BLACK, (128,) * 3, WHITE], 0),
     "CMYK": (two_pixels("CMYK", (0, 255, 255, 0), (0, 0, 0, 255)), "tiff", [RED, BLACK], 0),
-    "YCbCr": (two_pixels("RGB", RED, BLUE).convert("YCbCr"), "tiff", [RED, BLUE], 3),
+    "YCbCr": (two_pixels("RGB", RED, BLUE).convert("YCbCr"), "im", [RED, BLUE], 3),  # Pillow 12 reads YCbCr TIFF as RGB
     "LAB": (two_pixels("LAB", (255, 128, 128), (0, 128, 128)), "tiff", [WHITE, BLACK], 3),
 }
 TRANSPARENT = {"L-tRNS": 0, "RGB-tRNS": (1, 2, 3), "I;16-tRNS": 0, "P-tRNS-alpha": b"\x80\xff"}
