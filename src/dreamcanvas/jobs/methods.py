@@ -37,14 +37,41 @@ class Method:
     ``resume`` may change (``width 32 -> 64``): any difference means the folder is not this job's."""
     finished_files: Callable[[SettingsRecord], list[str]]
     """The files a finished run's folder holds (``final.png``, and ``final-x4.png`` with ``--upscale``)."""
+    resumable: bool = True
+    """False for a method that keeps no checkpoint (``sd``, ``upscale``): a stopped run of the same job is
+    removed and started over, since nothing of it can be carried on."""
+    fill_in: Callable[[SettingsRecord, SettingsRecord], SettingsRecord] | None = None
+    """``fill_in(made, wanted)``: ``wanted`` with what a run chooses for itself (a seed for ``-1``, gatys or fast
+    for ``method auto``) taken from ``made``, the settings a folder's run stored, where ``wanted`` leaves the
+    choice to the run; so that the steps and files of a folder are counted by the choice its run made. None:
+    nothing to fill in, or ``changes`` allows for it alone (``generate``)."""
 
     def settings(self, data: dict[str, Any], source: str) -> SettingsRecord:
         """A job's settings dict as this method's record, checked as stored settings are."""
         return self.settings_class.from_dict(data, source)
 
 
+def setting_changes(made: SettingsRecord, wanted: SettingsRecord, may_change: tuple[str, ...] = ()) -> list[str]:
+    """Every setting ``wanted`` asks differently from ``made`` but those in ``may_change``, as ``changes`` says
+    them (``width 32 -> 64``)."""
+    stored, asked = made.to_dict(), wanted.to_dict()
+    return [f"{name} {stored.get(name)!r} -> {asked[name]!r}" for name in asked
+            if stored.get(name) != asked[name] and name not in may_change]  # fmt: skip
+
+
+def never_resumed(folder: Path, settings: SettingsRecord, progress: ProgressHook, force: bool) -> bool:
+    """``resume`` of a method without checkpoints: never chosen by ``decide``, refused if called anyway."""
+    raise DreamcanvasError(f"{folder} cannot be resumed: its method keeps no checkpoint; run the job again to "
+                           "start it over")  # fmt: skip
+
+
 _REGISTERED: dict[str, Method] = {}
-BUILT_IN = {"generate": "dreamcanvas.jobs.generate_method"}
+BUILT_IN = {
+    "generate": "dreamcanvas.jobs.generate_method",
+    "sd": "dreamcanvas.jobs.sd_method",
+    "style": "dreamcanvas.jobs.style_method",
+    "upscale": "dreamcanvas.jobs.upscale_method",
+}
 """Methods registered by importing their module, the first time a job names them (keeps imports light)."""
 
 
