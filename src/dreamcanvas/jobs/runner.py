@@ -48,9 +48,11 @@ def usable_cores() -> int:
 
 class JobRunner:
     def __init__(self, root: str | Path, *, workers: int = 1, threads: int | None = None,
-                 on_update: UpdateCallback | None = None) -> None:  # fmt: skip
+                 on_update: UpdateCallback | None = None, isolate: bool = False) -> None:  # fmt: skip
         """``threads``: torch threads per job (default: the cores split between the workers; with one worker,
-        this process's own setting)."""
+        this process's own setting). ``isolate``: run jobs in a worker process even with one worker, so that a job
+        whose process dies (the kernel's out-of-memory killer, a crash in native code) fails alone and the caller
+        (the studio's server) lives on."""
         if workers < 1:
             raise DreamcanvasError(f"--workers must be at least 1, not {workers}")
         if threads is not None and threads < 1:
@@ -59,6 +61,7 @@ class JobRunner:
         self.workers = workers
         self.threads = threads
         self.on_update = on_update
+        self.isolate = isolate
         self._jobs: dict[str, Job] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._queue: deque[str] = deque()
@@ -141,7 +144,7 @@ class JobRunner:
         """Work the queue until it is empty (or, with ``wait``, until :meth:`close`), or until stopped; returns
         every job's status. A rerun after a stop picks up the jobs still queued."""
         self._stop_all = False
-        if self.workers == 1:
+        if self.workers == 1 and not self.isolate:
             self._run_here(wait)
         else:
             self._run_in_workers(wait)

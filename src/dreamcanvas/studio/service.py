@@ -77,7 +77,7 @@ class Studio:
         self.fields: dict[str, list[FormField]] = {
             name: form_fields(method.settings_class) for name, method in self.methods.items()
         }
-        self.runner = JobRunner(self.root, workers=config.workers, threads=config.threads)
+        self.runner = JobRunner(self.root, workers=config.workers, threads=config.threads, isolate=True)
         self._thread: threading.Thread | None = None
 
     # --- the queue's life -------------------------------------------------------------------------
