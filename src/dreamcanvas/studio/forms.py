@@ -66,6 +66,11 @@ def _base(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+def _item(hint: Any) -> Any:
+    """``tuple[int, ...]`` -> ``int``: what each number of a list is (``--sizes 256,512`` are integers)."""
+    return typing.get_args(hint)[0] if typing.get_origin(hint) in (list, tuple) else hint
+
+
 def _widget(hint: Any, kind: str, choices: tuple[Any, ...]) -> Widget:
     origin = typing.get_origin(hint)
     if origin in (list, tuple):
@@ -96,7 +101,7 @@ def form_fields(record: type[SettingsRecord]) -> list[FormField]:
     fields = []
     for field in dataclasses.fields(record):
         hint, optional = _base(hints[field.name])
-        limits = limits_of(field)
+        limits, default = limits_of(field), defaults.get(field.name)
         low = limits.low if limits.low is not None else limits.above
         fields.append(
             FormField(
@@ -104,12 +109,12 @@ def form_fields(record: type[SettingsRecord]) -> list[FormField]:
                 label=flag_of(field),
                 help=docs.get(field.name, ""),
                 widget=_widget(hint, limits.kind, limits.choices),
-                default=defaults.get(field.name),
+                default=None if default is dataclasses.MISSING else default,  # a required field starts empty
                 panel=panels.get(field.name, MAIN_PANEL),
                 choices=limits.choices,
                 minimum=None if limits.special else low,
                 maximum=None if limits.special else limits.high,
-                integer=hint is int,
+                integer=_item(hint) is int,
                 optional=optional,
             )
         )
@@ -175,9 +180,11 @@ def form_value(field: FormField, value: Any) -> Any:
 
 
 def settings_from_form(record: type[SettingsRecord], fields: list[FormField], values: list[Any]) -> SettingsRecord:
-    """The record the page's values make, checked as stored settings are: one line naming the field on error."""
+    """The record the page's values make, checked as the CLI's are: one line naming the field's flag on error."""
     data = {field.name: form_value(field, value) for field, value in zip(fields, values, strict=True)}
-    return record.from_dict(data, "the form")
+    settings = record(**data)
+    settings.validate()  # types coerced losslessly and limits checked, messages naming the flag the page shows
+    return settings
 
 
 # --------------------------------------------------------------------------------------------- record -> page

@@ -59,7 +59,8 @@ class StudioSettings(SettingsRecord):
         return user, password
 
     def cross_check(self) -> None:
-        if not is_loopback(self.host) and self.credentials() is None:
+        credentials = self.credentials()  # a malformed --auth is refused on 127.0.0.1 too, before anything starts
+        if not is_loopback(self.host) and credentials is None:
             raise DreamcanvasError(
                 f"--host {self.host} lets other machines reach the studio: give --auth USER:PASSWORD "
                 f"(or set {AUTH_ENVIRONMENT})"
