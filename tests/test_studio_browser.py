@@ -19,12 +19,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from helpers import pixels, random_compact
+from PIL import Image
 
 from dreamcanvas import engine
 from dreamcanvas.outputs import rundir
 from dreamcanvas.settings import GenerateSettings
+from dreamcanvas.upscale.run import upscale_run
+from dreamcanvas.upscale.settings import UpscaleSettings
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
@@ -61,14 +66,20 @@ def wait_for_page(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory, tiny_clip_spec: str) -> Iterator[tuple[str, Path]]:
-    """The real server on a free port: ``(url, outputs folder)``. One thread per job, as this test process uses,
-    so that a picture drawn through the page can be compared byte for byte with one drawn here."""
+def upscaler(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random SRVGGNetCompact x2 in Real-ESRGAN's file layout, as a model spec."""
+    return f"local:{random_compact(tmp_path_factory.mktemp('upscaler') / 'compact-x2.pth')}"
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory, tiny_clip_spec: str, upscaler: str) -> Iterator[tuple[str, Path]]:
+    """The real server on a free port, every method's tab: ``(url, outputs folder)``. One thread per job, as this
+    test process uses, so that a picture drawn through the page can be compared byte for byte with one drawn here."""
     folder = tmp_path_factory.mktemp("studio")
     outputs, log = folder / "outputs", folder / "server.log"
     port = free_port()
     command = [sys.executable, "-m", "dreamcanvas", "studio", "--outputs", str(outputs), "--port", str(port),
-               "--allow-model", tiny_clip_spec, "--method", "generate", "--threads", "1"]  # fmt: skip
+               "--allow-model", tiny_clip_spec, "--allow-model", upscaler, "--threads", "1"]  # fmt: skip
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with log.open("w") as sink:
         server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=folder)
@@ -110,10 +121,11 @@ def open_every_panel(page: object, method: str = "generate") -> None:
             label.click()
 
 
-def fill(page: object, values: dict[str, str]) -> None:
-    open_every_panel(page)
+def fill(page: object, values: dict[str, str], method: str = "generate") -> None:
+    open_every_panel(page, method)
+    tab = page.locator(f"#tab-{method}")
     for name, value in values.items():
-        page.locator(f"#field-{name}").locator("textarea, input").first.fill(value)
+        tab.locator(f"#field-{name}").locator("textarea, input").first.fill(value)
 
 
 def status_of(page: object, method: str = "generate") -> object:
@@ -212,3 +224,31 @@ def test_the_server_serves_no_file_outside_its_outputs_folder(studio: tuple[str,
         assert refused.value.code == 403, path
     with urllib.request.urlopen(f"{url}gradio_api/file={inside}", timeout=10) as served:
         assert served.read() == inside.read_bytes()
+
+
+def test_another_methods_tab_takes_an_upload_and_draws_what_its_api_draws(
+    page: object, studio: tuple[str, Path], upscaler: str, tmp_path: Path
+) -> None:
+    """The upscale tab, made from its settings record alone: the picture goes in as an upload, the model by the
+    spec the server allowed, and the result is upscale's own (the checked copy of the upload is what it read)."""
+    picture = tmp_path / "small.png"
+    y, x = np.mgrid[0:14, 0:20]
+    Image.fromarray(np.stack([x * 12, y * 17, 255 - x * 9], axis=-1).astype(np.uint8)).save(picture)
+    page.click("#tab-upscale-button")
+    tab = page.locator("#tab-upscale")
+    tab.locator("#field-image input[type=file]").set_input_files(str(picture))
+    tab.locator("#field-image").get_by_text("small.png").first.wait_for()
+    fill(page, {"model": upscaler, "tile": "8", "tile_pad": "2"}, method="upscale")
+    page.keyboard.press("Enter")  # the model box is a dropdown that takes a typed value once it is confirmed
+    page.click("#upscale-run")
+    wait_for_state(page, "done", method="upscale")
+    page.locator("#upscale-final img").first.wait_for(state="visible")
+    folder = newest_job(studio[1])
+    made = rundir.read_run_json(folder)["settings"]
+    assert Path(made["image"]).parent == studio[1] / "uploads"  # the run read the studio's checked copy
+
+    torch.set_num_threads(1)
+    upscale_run(UpscaleSettings(image=str(picture), model=upscaler, tile=8, tile_pad=2), tmp_path / "direct")
+    # the pixels, not the file's bytes: the stored settings name the upload's copy, not the original
+    assert (pixels(folder / rundir.FINAL_NAME) == pixels(tmp_path / "direct" / rundir.FINAL_NAME)).all()
+    assert pixels(folder / rundir.FINAL_NAME).shape[:2] == (28, 40)
