@@ -252,3 +252,25 @@ def test_another_methods_tab_takes_an_upload_and_draws_what_its_api_draws(
     # the pixels, not the file's bytes: the stored settings name the upload's copy, not the original
     assert (pixels(folder / rundir.FINAL_NAME) == pixels(tmp_path / "direct" / rundir.FINAL_NAME)).all()
     assert pixels(folder / rundir.FINAL_NAME).shape[:2] == (28, 40)
+
+
+def test_a_dropped_picture_fills_the_tab_with_the_settings_that_made_it(
+    page: object, studio: tuple[str, Path], tiny_clip_spec: str, tmp_path: Path
+) -> None:
+    """Make again: a picture dreamcanvas made, dropped on its tab, brings back every setting it was made with."""
+    fill(page, {**PAGE_SETTINGS, "clip_models": tiny_clip_spec, "prompts": "a windmill:2 | fog:0.5", "seed": "41"})
+    page.click("#generate-run")
+    wait_for_state(page, "done")
+    dropped = tmp_path / "made-earlier.png"
+    dropped.write_bytes((newest_job(studio[1]) / rundir.FINAL_NAME).read_bytes())
+
+    page.reload()
+    page.wait_for_selector("#generate-run")
+    open_every_panel(page)
+    assert page.locator("#field-seed input").first.input_value() == "-1"  # the page's own default, to begin with
+    page.locator("#generate-remake input[type=file]").set_input_files(str(dropped))
+    prompts = page.locator("#field-prompts textarea").first
+    page.wait_for_function("box => box.value !== ''", arg=prompts.element_handle(), timeout=30_000)
+    assert prompts.input_value() == "a windmill:2 | fog:0.5"
+    assert page.locator("#field-seed input").first.input_value() == "41"
+    assert page.locator("#field-clip_models textarea").first.input_value() == tiny_clip_spec
