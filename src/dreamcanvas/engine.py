@@ -36,6 +36,7 @@ from dreamcanvas.perceptor.guide import ClipGuide
 from dreamcanvas.perceptor.losses import init_anchor, total_variation
 from dreamcanvas.precision import resolve_precision, working_dtype
 from dreamcanvas.prompts import parse_image_prompt, parse_story
+from dreamcanvas.records import changed_settings
 from dreamcanvas.settings import GenerateSettings
 
 if TYPE_CHECKING:
@@ -266,9 +267,7 @@ def _edits_since_checkpoint(settings: GenerateSettings, saved: Any) -> list[str]
     """What run.json changed against the settings the checkpoint was made with (``width 32 -> 64``)."""
     if not isinstance(saved, dict):  # a checkpoint from before settings were kept in it
         return []
-    now = settings.to_dict()
-    return [f"{name} {saved.get(name)!r} -> {now[name]!r}" for name in now
-            if name not in RESUMABLE_CHANGES and name in saved and saved[name] != now[name]]  # fmt: skip
+    return changed_settings(saved, settings.to_dict(), lambda name: name in saved and name not in RESUMABLE_CHANGES)
 
 
 def _load_checkpoint(job: Job, run_dir: Path) -> RunState:

@@ -19,6 +19,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -235,7 +236,6 @@ def parse_stored_json(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-
 def check_record(record: Any, where: str = "") -> None:
     """Check every field's type and limits, then the record's own ``cross_check()``; one line on failure.
 
@@ -287,6 +287,14 @@ def read_record(cls: type[Record], data: Any, where: str) -> Record:
     record = cls(**values)
     check_record(record, where=f"{where}: ")
     return record
+
+
+def changed_settings(before: dict[str, Any], after: dict[str, Any],
+                     counts: Callable[[str], bool] | None = None) -> list[str]:  # fmt: skip
+    """Every setting ``after`` holds differently from ``before`` (of the names ``counts`` keeps; None: all), as a
+    person reads it (``width 32 -> 64``): what stops a resume, or a rerun of a job, using a folder made otherwise."""
+    return [f"{name} {before.get(name)!r} -> {value!r}" for name, value in after.items()
+            if before.get(name) != value and (counts is None or counts(name))]  # fmt: skip
 
 
 def record_to_json(record: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dreamcanvas.jobs.methods import Method, ProgressHook, register
 from dreamcanvas.outputs import rundir
+from dreamcanvas.records import changed_settings
 from dreamcanvas.settings import GenerateSettings
 
 FILLED_IN_BY_THE_ENGINE = ("clip_models", "diffusion_model")
@@ -32,14 +33,12 @@ def resume(folder: Path, settings: GenerateSettings, progress: ProgressHook, for
 def changes(stored: GenerateSettings, wanted: GenerateSettings) -> list[str]:
     from dreamcanvas.engine import RESUMABLE_CHANGES
 
-    made, asked = stored.to_dict(), wanted.to_dict()
-    return [
-        f"{name} {made[name]!r} -> {asked[name]!r}"
-        for name in asked
-        if made.get(name) != asked[name]
-        and name not in RESUMABLE_CHANGES
-        and not (name in FILLED_IN_BY_THE_ENGINE and not asked[name])
-    ]
+    asked = wanted.to_dict()
+
+    def counts(name: str) -> bool:
+        return name not in RESUMABLE_CHANGES and not (name in FILLED_IN_BY_THE_ENGINE and not asked[name])
+
+    return changed_settings(stored.to_dict(), asked, counts)
 
 
 def finished_files(settings: GenerateSettings) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamcanvas.errors import DreamcanvasError
-from dreamcanvas.records import SettingsRecord
+from dreamcanvas.records import SettingsRecord, changed_settings
 
 ProgressHook = Callable[[int, "int | None", "float | None"], None]
 """Called after every step with ``(step, total, loss)``; raising KeyboardInterrupt in it stops the run resumably."""
@@ -54,9 +54,7 @@ class Method:
 def setting_changes(made: SettingsRecord, wanted: SettingsRecord, may_change: tuple[str, ...] = ()) -> list[str]:
     """Every setting ``wanted`` asks differently from ``made`` but those in ``may_change``, as ``changes`` says
     them (``width 32 -> 64``)."""
-    stored, asked = made.to_dict(), wanted.to_dict()
-    return [f"{name} {stored.get(name)!r} -> {asked[name]!r}" for name in asked
-            if stored.get(name) != asked[name] and name not in may_change]  # fmt: skip
+    return changed_settings(made.to_dict(), wanted.to_dict(), lambda name: name not in may_change)
 
 
 def never_resumed(folder: Path, settings: SettingsRecord, progress: ProgressHook, force: bool) -> bool:
