@@ -38,13 +38,21 @@ BATCH_OPTIONS = [
         "index.html. The same folder again skips finished lines and resumes stopped ones.", rich_help_panel=BATCH,
         show_default=False)]),
     keyword_parameter("workers", 1, Annotated[int, typer.Option(
-        help="Jobs run at once, each in its own process with an equal share of the cores.", rich_help_panel=BATCH)]),
+        help="Jobs run at once, each in its own process with an equal share of the cores (with --ray: "
+        "Ray tasks in flight at once).", rich_help_panel=BATCH)]),
     keyword_parameter("threads", None, Annotated[int | None, typer.Option(
-        help="CPU threads of each job (default: the cores divided by --workers; with one worker, torch's choice). "
+        help="CPU threads of each job (default: the cores divided by --workers; with one worker, torch's choice; "
+        "with --ray, the cluster's CPUs divided by --workers, at most the smallest node's). "
         "Keep the same value across reruns for bit-identical pictures.", rich_help_panel=BATCH,
         show_default=False)]),
+    keyword_parameter("ray", "", Annotated[str, typer.Option(
+        "--ray", metavar="auto|local|ADDRESS", help="Run each line as a Ray task on a Ray cluster, --workers at "
+        "once: auto = the cluster this machine joined (ray start); local = a private Ray on this machine for "
+        "this batch; ray://HOST:10001 or HOST:6379 = that cluster. --out must be a folder every node reaches at "
+        'the same path. Needs Ray (the cluster extra: pip install ray). Empty: no Ray.', rich_help_panel=BATCH,
+        show_default=False)]),
 ]  # fmt: skip
-BATCH_ONLY = ("prompts_file", "out", "workers", "threads")
+BATCH_ONLY = ("prompts_file", "out", "workers", "threads", "ray")
 
 
 def _with_help(parameter: inspect.Parameter, help_text: str) -> inspect.Parameter:
@@ -71,10 +79,10 @@ def batch(ctx: typer.Context, **values: Any) -> None:
     """Draw one picture per line of a prompts file, with generate's flags for all, into one batch folder."""
     from dreamcanvas.jobs.batch import run_batch
 
-    prompts_file, out, workers, threads = (values.pop(name) for name in BATCH_ONLY)
+    prompts_file, out, workers, threads, ray = (values.pop(name) for name in BATCH_ONLY)
     quiet, force = values["quiet"], values["force"]
     settings = GenerateSettings(**settings_fields(values))
-    report = run_batch(prompts_file, settings, out, workers=workers, threads=threads, force=force,
+    report = run_batch(prompts_file, settings, out, workers=workers, threads=threads, force=force, ray=ray,
                        on_update=None if quiet else _StateLines())  # fmt: skip
     _report(report, quiet)
 

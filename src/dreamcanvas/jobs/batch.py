@@ -124,14 +124,16 @@ def run_batch(
     threads: int | None = None,
     force: bool = False,
     on_update: Callable[[JobStatus], None] | None = None,
+    ray: str = "",
 ) -> BatchReport:
     """Draw every prompt of ``prompts_file`` with ``settings`` (whose own prompts are replaced, one a job) into
     ``out``. Skips what is finished, resumes what was stopped; a failing line fails alone (see the report).
-    ``on_update`` sees every job's changes; KeyboardInterrupt raised in it stops the batch resumably."""
+    ``on_update`` sees every job's changes; KeyboardInterrupt raised in it stops the batch resumably. ``ray``:
+    run the jobs as Ray tasks on that cluster (see :class:`JobRunner`); ``out`` must then be a shared folder."""
     out = Path(out)
     lines = read_prompts(prompts_file)
     check_batch(settings, out)
-    JobRunner(out, workers=workers, threads=threads)  # its own checks of workers and threads, before writing
+    JobRunner(out, workers=workers, threads=threads, ray=ray)  # its own checks of its arguments, before writing
     digits = max(3, len(str(lines[-1].number)))
     jobs = []
     for line in lines:
@@ -149,9 +151,10 @@ def run_batch(
         if on_update is not None:
             on_update(status)
 
+    runner = JobRunner(out / JOBS_DIR, workers=workers, threads=threads, on_update=update, ray=ray)
+    runner.connect()  # a Ray cluster out of reach is one line, before anything is written
     (out / JOBS_DIR).mkdir(parents=True, exist_ok=True)
     record.write()
-    runner = JobRunner(out / JOBS_DIR, workers=workers, threads=threads, on_update=update)
     for job in jobs:
         runner.submit(METHOD, settings.replace(prompts=[job.line.prompt], seed=job.seed), job.id, force=force)
     runner.run()

@@ -2,7 +2,8 @@
 
 ``JobRunner(root)`` keeps a queue of jobs, each addressed by its id and drawn in ``root/<id>``; nobody outside
 hands it a path. ``run()`` works the queue one job at a time in this process, or ``workers=N`` at a time in
-worker processes (:mod:`dreamcanvas.jobs.worker`) that split the cores. Every change of a job (state, step,
+worker processes (:mod:`dreamcanvas.jobs.worker`) that split the cores, or (``ray=ADDRESS``) ``workers=N`` at a
+time as Ray tasks on a cluster (:mod:`dreamcanvas.jobs.ray_backend`). Every change of a job (state, step,
 loss) goes to ``on_update`` as a :class:`JobStatus`, in the thread that called ``run()``.
 
 A job's exception fails that job only, as one line (:func:`~dreamcanvas.jobs.job.describe_error`); a worker
@@ -48,11 +49,16 @@ def usable_cores() -> int:
 
 class JobRunner:
     def __init__(self, root: str | Path, *, workers: int = 1, threads: int | None = None,
-                 on_update: UpdateCallback | None = None, isolate: bool = False) -> None:  # fmt: skip
+                 on_update: UpdateCallback | None = None, isolate: bool = False, ray: str = "") -> None:  # fmt: skip
         """``threads``: torch threads per job (default: the cores split between the workers; with one worker,
         this process's own setting). ``isolate``: run jobs in a worker process even with one worker, so that a job
         whose process dies (the kernel's out-of-memory killer, a crash in native code) fails alone and the caller
-        (the studio's server) lives on."""
+        (the studio's server) lives on. ``ray``: run each job as a Ray task instead, ``workers`` at once, on the
+        cluster at this address (``auto``, ``local`` or ``HOST:PORT``; see :mod:`dreamcanvas.jobs.ray_backend`)."""
+        if ray:
+            from dreamcanvas.jobs import ray_backend
+
+            ray_backend.check_address(ray)
         if workers < 1:
             raise DreamcanvasError(f"--workers must be at least 1, not {workers}")
         if threads is not None and threads < 1:
@@ -62,6 +68,9 @@ class JobRunner:
         self.threads = threads
         self.on_update = on_update
         self.isolate = isolate
+        self.ray = ray
+        self._ray_session: Any = None
+        """The Ray connection of the run under way (or made early by :meth:`connect`)."""
         self._jobs: dict[str, Job] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._queue: deque[str] = deque()
@@ -70,7 +79,7 @@ class JobRunner:
         self._closed = False
         self._lock = threading.Condition()
         self._slot_flags: dict[str, Any] = {}
-        """Job id -> the stop flag of the worker slot running it (multi-process runs)."""
+        """Job id -> the stop flag of the worker slot (multi-process runs) or of the Ray task running it."""
 
     # --- what the callers see -----------------------------------------------------------------------
 
@@ -134,6 +143,14 @@ class JobRunner:
         for one in unqueued:
             self._notify(one)
 
+    def connect(self) -> None:
+        """Reach the Ray cluster now, so that a wrong ``ray`` address is found before anything is written (one
+        line); ``run()`` connects by itself otherwise. A no-op without ``ray``."""
+        if self.ray and self._ray_session is None:
+            from dreamcanvas.jobs import ray_backend
+
+            self._ray_session = ray_backend.connect(self.ray, usable_cores())
+
     def close(self) -> None:
         """Let ``run(wait=True)`` return once the jobs under way are done."""
         with self._lock:
@@ -144,7 +161,9 @@ class JobRunner:
         """Work the queue until it is empty (or, with ``wait``, until :meth:`close`), or until stopped; returns
         every job's status. A rerun after a stop picks up the jobs still queued."""
         self._stop_all = False
-        if self.workers == 1 and not self.isolate:
+        if self.ray:
+            self._run_on_ray(wait)
+        elif self.workers == 1 and not self.isolate:
             self._run_here(wait)
         else:
             self._run_in_workers(wait)
@@ -252,11 +271,17 @@ class JobRunner:
         """Apply the progress the workers sent since the last look."""
         import queue
 
+        received = []
         while True:
             try:
-                job_id, kind, payload = events.get_nowait()
+                received.append(events.get_nowait())
             except queue.Empty:
-                return
+                break
+        self._apply(received)
+
+    def _apply(self, events: list[tuple[str, str, Any]]) -> None:
+        """Apply ``(job id, kind, payload)`` events: a job's start (its action) or its progress."""
+        for job_id, kind, payload in events:
             if kind == "started":
                 self._started(job_id, Action(payload))
             else:
@@ -269,6 +294,54 @@ class JobRunner:
                 return False
             self._lock.wait(POLL_SECONDS * 10)
             return True
+
+    # --- Ray tasks ---------------------------------------------------------------------------------
+
+    def _run_on_ray(self, wait: bool) -> None:
+        """Each job a Ray task, ``workers`` in flight; the session (and a ``local`` Ray) ends with the run."""
+        from dreamcanvas.jobs import ray_backend
+
+        self.connect()
+        session, self._ray_session = self._ray_session, None
+        try:
+            threads = self.threads or ray_backend.default_threads(session.ray, self.workers)
+            ray_backend.check_threads(session.ray, threads)
+            self._work_ray(session, threads, wait)
+        finally:
+            session.close()
+
+    def _work_ray(self, session: Any, threads: int, wait: bool) -> None:
+        """Keep ``workers`` tasks in flight until the queue is worked, as :meth:`_work_pool` does for processes."""
+        from dreamcanvas.jobs import ray_backend
+
+        in_flight: dict[Any, str] = {}
+        while True:
+            try:
+                while len(in_flight) < self.workers and (job := self._next(wait=False)) is not None:
+                    if (settled := settled_without_running(job, self.folder(job.id))) is not None:
+                        self._set_state(job.id, JobState.RUNNING)
+                        self._finish(job.id, settled)
+                        continue
+                    stop = ray_backend.StopFlag(session)
+                    with self._lock:
+                        self._slot_flags[job.id] = stop
+                        if job.id in self._stop_requests:
+                            stop.set()
+                    self._set_state(job.id, JobState.RUNNING)
+                    in_flight[ray_backend.submit(session, job, self.folder(job.id), threads, stop)] = job.id
+                if not in_flight:
+                    if not self._keep_waiting(wait):
+                        return
+                    continue
+                done = ray_backend.finished(session, list(in_flight), POLL_SECONDS)
+                self._apply(ray_backend.take_events(session))
+                for reference in done:
+                    job_id = in_flight.pop(reference)
+                    with self._lock:
+                        self._slot_flags.pop(job_id, None)
+                    self._finish(job_id, ray_backend.outcome_of(session.ray, reference))
+            except KeyboardInterrupt:  # Ctrl-C or on_update: ask every task to checkpoint
+                self.stop()
 
     # --- book-keeping ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ def studio_config(settings: StudioSettings) -> StudioConfig:
         allowed_models=frozenset(settings.allow_models),
         limits=limits,
         methods=tuple(settings.methods),
+        ray=settings.ray,
     )
 
 

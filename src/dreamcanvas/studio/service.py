@@ -65,6 +65,8 @@ class StudioConfig:
     limits: UploadLimits = field(default_factory=UploadLimits)
     methods: tuple[str, ...] = ()
     """The tabs, by method name; empty = every registered method."""
+    ray: str = ""
+    """Run the jobs as Ray tasks on this cluster (``auto``, ``local``, an address); empty: worker processes here."""
 
 
 class Studio:
@@ -77,13 +79,16 @@ class Studio:
         self.fields: dict[str, list[FormField]] = {
             name: form_fields(method.settings_class) for name, method in self.methods.items()
         }
-        self.runner = JobRunner(self.root, workers=config.workers, threads=config.threads, isolate=True)
+        self.runner = JobRunner(self.root, workers=config.workers, threads=config.threads, isolate=True,
+                                ray=config.ray)  # fmt: skip
         self._thread: threading.Thread | None = None
 
     # --- the queue's life -------------------------------------------------------------------------
     def start(self) -> None:
-        """Work the queue in a background thread until :meth:`close`."""
+        """Work the queue in a background thread until :meth:`close` (a Ray cluster is reached first, here, so
+        that one out of reach is one line at start-up, not an error in that thread)."""
         if self._thread is None:
+            self.runner.connect()
             self._thread = threading.Thread(target=self.runner.run, kwargs={"wait": True}, daemon=True,
                                             name="dreamcanvas-jobs")  # fmt: skip
             self._thread.start()

@@ -29,7 +29,13 @@ class StudioSettings(SettingsRecord):
     workers: int = setting(1, low=1, high=64)
     """Jobs run at once, each in its own process with an equal share of the cores; the rest wait in the queue."""
     threads: int = setting(0, low=0, high=1024)
-    """CPU threads of each job; 0 = the cores divided by --workers."""
+    """CPU threads of each job; 0 = the cores divided by --workers (with --ray: the cluster's CPUs divided by
+    --workers, at most the smallest node's)."""
+    ray: str = ""
+    """Run each job as a Ray task on a Ray cluster, --workers at once: auto = the cluster this machine joined (ray
+    start); local = a private Ray on this machine while the studio runs; ray://HOST:10001 or HOST:6379 = that
+    cluster. --outputs must be a folder every node reaches at the same path. Needs Ray
+    (the cluster extra: pip install ray). Empty = no Ray."""
     allow_models: list[str] = setting(default_factory=list, nonempty=True, flag="--allow-model", kind=MODEL)
     """A model spec naming a path (local:DIR, local-dir:DIR) that the page may use; repeatable. The page takes
     registered model names only, so that no path typed in a browser reaches the file system."""
@@ -45,7 +51,7 @@ class StudioSettings(SettingsRecord):
     PANELS: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("outputs", "methods", "allow_models", "max_upload_mb", "max_upload_side"), "Studio"),
         **dict.fromkeys(("host", "port", "auth", "open_browser"), "Server"),
-        **dict.fromkeys(("workers", "threads"), "Queue"),
+        **dict.fromkeys(("workers", "threads", "ray"), "Queue"),
     }
 
     def credentials(self) -> tuple[str, str] | None:
@@ -65,6 +71,10 @@ class StudioSettings(SettingsRecord):
                 f"--host {self.host} lets other machines reach the studio: give --auth USER:PASSWORD "
                 f"(or set {AUTH_ENVIRONMENT})"
             )
+        if self.ray:  # a wrong address, or no Ray installed, is found before the server starts
+            from dreamcanvas.jobs.ray_backend import check_address
+
+            check_address(self.ray)
 
 
 def is_loopback(host: str) -> bool:
