@@ -116,7 +116,8 @@ class MethodTab:
                     resume = gr.Button("Resume", elem_id=f"{method}-resume")
                 status = gr.HTML(status_html(None), elem_id=f"{method}-status")
                 frame = gr.Image(label="Latest frame", type="filepath", interactive=False, elem_id=f"{method}-frame")
-                final = gr.Gallery(label="Finished pictures", interactive=False, elem_id=f"{method}-final", height=320)
+                final = gr.Gallery(label="Finished pictures", interactive=False, elem_id=f"{method}-final", height=320,
+                                   columns=4, fit_columns=False, object_fit="contain", preview=False)  # whole pictures
                 remake = gr.File(label="Make again: drop a picture dreamcanvas made (its settings fill this tab)",
                                  file_types=[".png"], elem_id=f"{method}-remake")  # fmt: skip
         watched = [status, frame, final]
