@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -183,9 +184,8 @@ def uncached_next_logits(model: DalleModel) -> NextLogits:
 
 
 @torch.no_grad()
-def run_sampling(
+def sample_image_tokens(
     model: DalleModel,
-    next_logits: NextLogits,
     text_tokens: Tensor,
     *,
     images: int = 1,
@@ -197,10 +197,18 @@ def run_sampling(
     on_token: TokenCallback | None = None,
     start_tokens: Tensor | None = None,
     max_new_tokens: int | None = None,
+    cached: bool = True,
 ) -> Tensor:
-    """The loop both samplers share; returns ``(N, k)`` image tokens, ``start_tokens`` included."""
+    """Image tokens ``(N, k)`` for ``text_tokens`` (``(text_seq_length,)`` padded with 0, or one row per image).
+
+    ru-dalle's README draws Malevich with ``top_k=2048, top_p=0.995``. ``start_tokens`` ``(N, j)`` (or one row
+    for all) continue an earlier run, ``max_new_tokens`` stops early; ``k`` is ``image_seq_length`` unless
+    stopped early. ``cached=False`` sends the whole sequence through the model at every step: the reference the
+    cached loop is tested against.
+    """
     cfg = model.config
     device = next(model.parameters()).device
+    next_logits = cached_next_logits(model) if cached else uncached_next_logits(model)
     gens = make_generators(images, seed, generator, device)
     text = text_batch(model, text_tokens.to(device), images)
     start = start_batch(model, start_tokens, images, device)
@@ -222,68 +230,6 @@ def run_sampling(
     return sequence[:, cfg.text_seq_length :].clone()
 
 
-def sample_image_tokens(
-    model: DalleModel,
-    text_tokens: Tensor,
-    *,
-    images: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    generator: torch.Generator | Sequence[torch.Generator] | None = None,
-    on_token: TokenCallback | None = None,
-    start_tokens: Tensor | None = None,
-    max_new_tokens: int | None = None,
-) -> Tensor:
-    """Image tokens ``(N, k)`` for ``text_tokens`` (``(text_seq_length,)`` padded with 0, or one row per image).
-
-    ru-dalle's README draws Malevich with ``top_k=2048, top_p=0.995``. ``start_tokens`` ``(N, j)`` (or one row
-    for all) continue an earlier run, ``max_new_tokens`` stops early; ``k`` is ``image_seq_length`` unless
-    stopped early.
-    """
-    return run_sampling(
-        model,
-        cached_next_logits(model),
-        text_tokens,
-        images=images,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        generator=generator,
-        on_token=on_token,
-        start_tokens=start_tokens,
-        max_new_tokens=max_new_tokens,
-    )
-
-
-def sample_image_tokens_uncached(
-    model: DalleModel,
-    text_tokens: Tensor,
-    *,
-    images: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    generator: torch.Generator | Sequence[torch.Generator] | None = None,
-    on_token: TokenCallback | None = None,
-    start_tokens: Tensor | None = None,
-    max_new_tokens: int | None = None,
-) -> Tensor:
-    """:func:`sample_image_tokens` without a cache: the whole sequence goes through the model at every step."""
-    return run_sampling(
-        model,
-        uncached_next_logits(model),
-        text_tokens,
-        images=images,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        generator=generator,
-        on_token=on_token,
-        start_tokens=start_tokens,
-        max_new_tokens=max_new_tokens,
-    )
+def sample_image_tokens_uncached(model: DalleModel, text_tokens: Tensor, **options: Any) -> Tensor:
+    """:func:`sample_image_tokens` without a cache (the reference loop)."""
+    return sample_image_tokens(model, text_tokens, cached=False, **options)
