@@ -14,6 +14,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -75,16 +76,35 @@ class ClipPerceptor(nn.Module):
 def load_perceptor(spec: str, *, allow_download: bool = True) -> ClipPerceptor:
     """Load a CLIP model by its open_clip name; raises a clear error if its weights are not available."""
     resolved = weights.resolve_clip(spec, allow_download=allow_download)
+    overrides: dict[str, Any] = {}
+    if resolved.text_cfg.get("hf_model_name"):
+        # A Hugging Face text tower (xlm-roberta) is built from the config in the snapshot folder resolved above,
+        # with random weights: the CLIP checkpoint holds the trained ones.
+        overrides["text_cfg"] = {**resolved.text_cfg, "hf_model_pretrained": False}
     model = open_clip.create_model(
         resolved.model_name,
         pretrained=str(resolved.checkpoint) if resolved.checkpoint else None,
         force_quick_gelu=resolved.quick_gelu,
         force_preprocess_cfg=resolved.preprocess or None,
         require_pretrained=True,
+        **overrides,
     )
     preprocess = model.visual.preprocess_cfg
-    tokenizer = open_clip.get_tokenizer(resolved.model_name)
-    return ClipPerceptor(spec, model, tokenizer, tuple(preprocess["mean"]), tuple(preprocess["std"]))
+    return ClipPerceptor(spec, model, _tokenizer(resolved), tuple(preprocess["mean"]), tuple(preprocess["std"]))
+
+
+def _tokenizer(resolved: weights.ResolvedClip) -> Any:
+    """open_clip's tokenizer of the model; a Hugging Face one read from its resolved snapshot folder."""
+    text_cfg = resolved.text_cfg
+    if not text_cfg.get("hf_tokenizer_name") or resolved.model_name.startswith(weights.LOCAL_DIR_PREFIX):
+        return open_clip.get_tokenizer(resolved.model_name)  # a local-dir's HF tokenizer is the folder's own
+    # What open_clip.get_tokenizer builds for a built-in config, but from the folder, not by repo name.
+    return HFTokenizer(
+        text_cfg["hf_tokenizer_name"],
+        context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+        tokenizer_mode=text_cfg.get("tokenizer_mode"),
+        **text_cfg.get("tokenizer_kwargs", {}),
+    )
 
 
 def default_clip_models() -> list[str]:

@@ -50,6 +50,16 @@ LOCAL_DIR_WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pth")
 # What a Hugging Face text tower (xlm-roberta for multilingual CLIP) needs besides the CLIP checkpoint:
 # its config (to build the network) and its tokenizer, but not its own pretrained weights.
 TEXT_TOWER_PATTERNS = ("*.json", "*.model", "*.txt")
+TEXT_TOWER_CONFIG = "config.json"
+# A tokenizer repo holds at least one of these (xlm-roberta-base: tokenizer.json and sentencepiece.bpe.model).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+)
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
@@ -68,6 +78,11 @@ class ResolvedClip:
     """From the pretrained cfg: OpenAI's models were trained with QuickGELU and are wrong without it."""
     preprocess: dict = field(default_factory=dict, hash=False)
     """mean/std/interpolation/resize_mode of the pretrained cfg, ``{}`` if none."""
+    text_cfg: dict = field(default_factory=dict, hash=False)
+    """A Hugging Face text tower's ``text_cfg``, its repos replaced by their verified snapshot folders, for
+    ``create_model(text_cfg=...)`` and the tokenizer: transformers then reads exactly these files, never its
+    own idea of the cache (fixed when it was imported) nor the network. ``{}`` for open_clip's own text tower.
+    (A ``local-dir`` model's tokenizer is the folder's own, as open_clip loads it: its repo is not fetched.)"""
 
 
 def _split_hf_hub(value: str) -> tuple[str, str]:
@@ -180,26 +195,82 @@ def _resolve_local_dir(
             f"model {spec}: {folder} holds no weights file ({', '.join(LOCAL_DIR_WEIGHTS_SUFFIXES)})"
         )
     verify_weights(checkpoint, None, spec)
-    extra = _text_tower_files(spec, config["model_cfg"], allow_download=allow_download, check_runtime=check_runtime)
-    resolved = ResolvedClip(spec, f"{LOCAL_DIR_PREFIX}{folder.resolve()}", None, False, {})
+    model_cfg = config["model_cfg"]
+    if (model_cfg.get("text_cfg") or {}).get("hf_tokenizer_name") and not _has_tokenizer(folder):
+        # open_clip reads the tokenizer of a local-dir model with a Hugging Face text tower from the folder
+        raise DreamcanvasError(
+            f"model {spec}: {folder} holds no tokenizer for its Hugging Face text tower "
+            f"(one of {', '.join(TOKENIZER_FILES)})"
+        )
+    text_cfg, extra = _text_tower_files(
+        spec, model_cfg, allow_download=allow_download, check_runtime=check_runtime, tokenizer=False
+    )
+    resolved = ResolvedClip(spec, f"{LOCAL_DIR_PREFIX}{folder.resolve()}", None, False, {}, text_cfg)
     return resolved, [config_path, checkpoint, *extra]
 
 
-def _text_tower_files(spec: str, model_cfg: dict[str, Any], *, allow_download: bool, check_runtime: bool) -> list[Path]:
-    repos = _text_tower_repos(model_cfg)
-    if check_runtime:
-        _require_transformers(spec, repos)
-    return [
-        fetch_hf_snapshot(
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _text_tower_snapshot(
+    spec: str, repo: str, required: list[str], *, needs_tokenizer: bool, allow_download: bool
+) -> Path:
+    """The snapshot folder of one text tower repo, holding ``required`` and (if needed) a tokenizer file."""
+
+    def fetch(files: list[str], download: bool) -> Path:
+        return fetch_hf_snapshot(
             repo,
             revision=None,
             patterns=TEXT_TOWER_PATTERNS,
-            required="config.json",
-            allow_download=allow_download,
+            required=files,
+            allow_download=download,
             model_name=spec,
         )
-        for repo in repos
-    ]
+
+    folder = fetch(required, allow_download)
+    if not needs_tokenizer or _has_tokenizer(folder):
+        return folder
+    try:
+        # A snapshot without a tokenizer: fetch the repo's (every fast tokenizer has a tokenizer.json); offline,
+        # this is the one-line "not downloaded, run `dreamcanvas models download`" error.
+        return fetch([*required, TOKENIZER_FILES[0]], allow_download)
+    except DreamcanvasError:
+        folder = fetch(required, False)  # downloaded, but the repo's tokenizer is another of TOKENIZER_FILES
+        if _has_tokenizer(folder):
+            return folder
+        raise
+
+
+def _text_tower_files(
+    spec: str, model_cfg: dict[str, Any], *, allow_download: bool, check_runtime: bool, tokenizer: bool = True
+) -> tuple[dict[str, Any], list[Path]]:
+    """``(text_cfg with local folders, snapshot folders)`` of a Hugging Face text tower, ``({}, [])`` if none.
+
+    The model repo (``hf_model_name``) must hold ``config.json``, the tokenizer repo (``hf_tokenizer_name``,
+    fetched only if ``tokenizer``) a tokenizer file; either missing is a :class:`ModelUnavailableError` here,
+    not a traceback from transformers.
+    """
+    text_cfg = dict(model_cfg.get("text_cfg") or {})
+    repos = _text_tower_repos(model_cfg)
+    if check_runtime:
+        _require_transformers(spec, repos)
+    keys = ("hf_model_name", "hf_tokenizer_name") if tokenizer else ("hf_model_name",)
+    folders: dict[str, Path] = {}
+    for repo in repos:
+        if not any(text_cfg.get(key) == repo for key in keys):
+            continue
+        required = [TEXT_TOWER_CONFIG] if repo == text_cfg.get("hf_model_name") else []
+        needs_tokenizer = tokenizer and repo == text_cfg.get("hf_tokenizer_name")
+        folders[repo] = _text_tower_snapshot(
+            spec, repo, required, needs_tokenizer=needs_tokenizer, allow_download=allow_download
+        )
+    if not folders:
+        return {}, []
+    for key in keys:
+        if text_cfg.get(key) in folders:
+            text_cfg[key] = str(folders[text_cfg[key]])
+    return text_cfg, list(folders.values())
 
 
 def _resolve_hf_hub(
@@ -287,13 +358,14 @@ def resolve_clip_files(
         model_name=spec,
         repair=repair,
     )
-    extra = _text_tower_files(spec, model_cfg, allow_download=allow_download, check_runtime=False)
+    text_cfg, extra = _text_tower_files(spec, model_cfg, allow_download=allow_download, check_runtime=False)
     preprocess = {
         key: list(value) if isinstance(value, tuple) else value
         for key, value in cfg.items()
         if key in ("mean", "std", "interpolation", "resize_mode")
     }
-    resolved = ResolvedClip(spec, arch, checkpoint, bool(cfg.get("quick_gelu", False)), preprocess)
+    quick_gelu = bool(cfg.get("quick_gelu", False))
+    resolved = ResolvedClip(spec, arch, checkpoint, quick_gelu, preprocess, text_cfg)
     return resolved, [checkpoint, *extra]
 
 
