@@ -1,8 +1,9 @@
 """CLIP models as frozen perceptors, loaded through open_clip.
 
 A model is named the way open_clip names it: ``ARCH:TAG`` (``ViT-B-32:openai``), ``hf-hub:ORG/REPO`` or
-``local-dir:PATH``. :mod:`dreamcanvas.weights` finds (and, if allowed, downloads and verifies) the files;
-this module only builds the network and wraps it with its own input size and normalisation.
+``local-dir:PATH``, or by a registered name (ruCLIP's come in ru-clip's own layout: :mod:`.ruclip`).
+:mod:`dreamcanvas.weights` finds (and, if allowed, downloads and verifies) the files; this module only builds the
+network and wraps it with its own input size and normalisation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dreamcanvas.errors import DreamcanvasWarning, ModelUnavailableError
 from dreamcanvas.files import atomic
 from dreamcanvas.perceptor.cpu_bf16 import speed_up_for_cpu_bf16
 from dreamcanvas.settings import DEFAULT_CLIP
+from dreamcanvas.weights.clip import RUCLIP_KIND
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -31,7 +33,9 @@ WEIGHTS_NAME = "open_clip_model.safetensors"
 class ClipPerceptor(nn.Module):
     """A frozen CLIP model that embeds text and ``[0, 1]`` pictures into the same unit sphere."""
 
-    def __init__(self, spec: str, model: nn.Module, tokenizer: Any, mean: tuple, std: tuple) -> None:
+    def __init__(
+        self, spec: str, model: nn.Module, tokenizer: Any, mean: tuple, std: tuple, interpolation: str = "bicubic"
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.model = model.eval().requires_grad_(False)
@@ -41,6 +45,8 @@ class ClipPerceptor(nn.Module):
         size = model.visual.image_size
         self.image_size: int = size[0] if isinstance(size, tuple | list) else int(size)
         self.image_dtype = torch.float32
+        self.interpolation = interpolation
+        """How :meth:`encode_image` resizes pictures of another size: the model's own preprocessing."""
 
     def use_image_dtype(self, dtype: torch.dtype) -> None:
         """Run the image tower in ``dtype`` (bf16: several times faster on CPUs with AMX, see BENCHMARKS.md).
@@ -64,10 +70,11 @@ class ClipPerceptor(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings of ``(n, 3, s, s)`` pictures in ``[0, 1]``; differentiable w.r.t. ``images``.
 
-        Pictures of another size are resized (bicubic, antialiased) to the model's input size.
+        Pictures of another size are resized (antialiased; bicubic, or the model's own interpolation) to the
+        model's input size.
         """
         if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size,) * 2, mode="bicubic", antialias=True)
+            images = F.interpolate(images, size=(self.image_size,) * 2, mode=self.interpolation, antialias=True)
         pixels = ((images - self.mean) / self.std).to(self.image_dtype)
         features = self.model.encode_image(pixels)
         return F.normalize(features.float(), dim=-1)
@@ -76,6 +83,10 @@ class ClipPerceptor(nn.Module):
 def load_perceptor(spec: str, *, allow_download: bool = True) -> ClipPerceptor:
     """Load a CLIP model by its open_clip name; raises a clear error if its weights are not available."""
     resolved = weights.resolve_clip(spec, allow_download=allow_download)
+    if resolved.family == RUCLIP_KIND:
+        from dreamcanvas.perceptor.ruclip import load_ruclip
+
+        return load_ruclip(resolved)
     overrides: dict[str, Any] = {}
     if resolved.text_cfg.get("hf_model_name"):
         # A Hugging Face text tower (xlm-roberta) is built from the config in the snapshot folder resolved above,

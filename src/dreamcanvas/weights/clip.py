@@ -8,6 +8,9 @@ Names
     * ``local-dir:PATH`` - a folder in open_clip's layout (see :func:`dreamcanvas.perceptor.clip.save_local_dir`).
     * ``bundled:NAME`` - a local-dir shipped inside the package (see :mod:`dreamcanvas.weights.registry`).
     * a registered CLIP name - its ``open_clip: "ARCH:TAG"``.
+    * a registered ruCLIP name (``kind: "ruclip"``) - ai-forever's ru-clip layout, not open_clip's: the hub repo's
+      ``pytorch_model.bin``, ``config.json`` and YouTokenToMe ``bpe.model``, fetched as the registry's ``files``
+      and built by :mod:`dreamcanvas.perceptor.ruclip`.
 
 A Hugging Face text tower (xlm-roberta for multilingual CLIP) also needs its config and tokenizer.
 """
@@ -24,7 +27,7 @@ from dreamcanvas.errors import DreamcanvasError
 
 # registry.NAME, not copies: tests patch registry.bundled_dir, and every call must see the patch.
 from dreamcanvas.weights import registry
-from dreamcanvas.weights.fetch import fetch_hf, fetch_hf_snapshot
+from dreamcanvas.weights.fetch import fetch_hf, fetch_hf_snapshot, fetch_source_files
 from dreamcanvas.weights.verify import COMMIT_HASH, corrupt, verify_weights
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -63,6 +66,13 @@ TOKENIZER_FILES = (
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
+OPEN_CLIP_FAMILY = "open_clip"
+RUCLIP_KIND = "ruclip"
+"""The registry kind (and :attr:`ResolvedClip.family`) of ai-forever's ruCLIP models: CLIP networks that open_clip
+builds, from files in ru-clip's own layout."""
+RUCLIP_ROLES = ("checkpoint", "config", "tokenizer")
+"""The ``files`` of a ruCLIP source: ``pytorch_model.bin``, ``config.json`` and ``bpe.model`` of its hub repo."""
+
 
 @dataclass(frozen=True)
 class ResolvedClip:
@@ -83,6 +93,10 @@ class ResolvedClip:
     ``create_model(text_cfg=...)`` and the tokenizer: transformers then reads exactly these files, never its
     own idea of the cache (fixed when it was imported) nor the network. ``{}`` for open_clip's own text tower.
     (A ``local-dir`` model's tokenizer is the folder's own, as open_clip loads it: its repo is not fetched.)"""
+    family: str = OPEN_CLIP_FAMILY
+    """``open_clip`` (built by ``open_clip.create_model``) or ``ruclip`` (ru-clip's files: see :attr:`files`)."""
+    files: dict = field(default_factory=dict, hash=False)
+    """A ruCLIP model's verified local files by role (:data:`RUCLIP_ROLES`); ``{}`` for open_clip models."""
 
 
 def _split_hf_hub(value: str) -> tuple[str, str]:
@@ -313,6 +327,19 @@ def _resolve_hf_hub(
     return _resolve_local_dir(spec, config.parent, allow_download=allow_download, check_runtime=check_runtime)
 
 
+def _resolve_ruclip(
+    spec: str, source: registry.Source, *, allow_download: bool, repair: bool
+) -> tuple[ResolvedClip, list[Path]]:
+    """A ruCLIP model: its three hub files from the HF cache (or downloaded), each verified; offline and not
+    cached, the one-line "not downloaded, run `dreamcanvas models download`" error."""
+    roles = {file.role for file in source.files}
+    if roles != set(RUCLIP_ROLES):
+        raise ValueError(f"{source.origin}: {source.name}: a ruclip model's files are {', '.join(RUCLIP_ROLES)}")
+    files = fetch_source_files(source, allow_download=allow_download, repair=repair)
+    resolved = ResolvedClip(spec, source.name, files["checkpoint"], True, {}, {}, family=RUCLIP_KIND, files=dict(files))
+    return resolved, [files[role] for role in RUCLIP_ROLES]
+
+
 def resolve_clip_files(
     spec: str, *, allow_download: bool, repair: bool = False, check_runtime: bool = True
 ) -> tuple[ResolvedClip, list[Path]]:
@@ -341,6 +368,8 @@ def resolve_clip_files(
     import open_clip
 
     source = registry.find_source(name)
+    if source is not None and source.kind == RUCLIP_KIND:
+        return _resolve_ruclip(spec, source, allow_download=allow_download, repair=repair)
     if source is not None and source.kind != "clip":
         raise DreamcanvasError(f"{name} is a {source.kind} model, not a CLIP model")
     arch, cfg = _pretrained_cfg(spec, source.open_clip if source and source.open_clip else name)
