@@ -221,7 +221,7 @@ def test_style_auto_without_vgg_draws_fast_once_and_the_same_job_then_skips(
 
 # ------------------------------------------------------------------------------------------------- the methods
 def test_every_method_is_available() -> None:
-    assert set(available_methods()) == {"generate", "sd", "style", "upscale"}
+    assert set(available_methods()) == {"generate", "sd", "style", "upscale", "dalle"}
 
 
 def test_what_a_run_fills_in_is_the_same_job_and_anything_else_is_not(

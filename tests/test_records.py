@@ -9,6 +9,7 @@ import pytest
 import typer
 
 from dreamcanvas.cli import _register_commands, app
+from dreamcanvas.dalle.settings import DalleSettings
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import check_record, field_docs, flag_of, read_record, record_to_json, setting
 from dreamcanvas.sd.settings import SDSettings
@@ -20,7 +21,7 @@ from dreamcanvas.training.gan import TrainGANConfig
 from dreamcanvas.training.vqgan import TrainVQGANConfig
 from dreamcanvas.upscale.settings import UpscaleSettings
 
-COMMAND_RECORDS = (GenerateSettings, SDSettings, StyleSettings, UpscaleSettings)
+COMMAND_RECORDS = (GenerateSettings, SDSettings, StyleSettings, UpscaleSettings, DalleSettings)
 """The records the commands' help and the studio's forms are made from: every field's text and panel live there."""
 
 

@@ -1,8 +1,9 @@
 """The methods a job can run, by name: what the runner needs to know of each, and nothing of the UI.
 
 A method registers its settings record, how to start a run in a folder, how to resume one, and how to read a
-folder's progress. ``generate`` is built in; ``sd``, ``style`` and ``upscale`` join by calling :func:`register`
-(or by being listed in :data:`BUILT_IN`), and the batch command and the studio then run them unchanged.
+folder's progress. ``generate`` is built in; ``sd``, ``style``, ``upscale`` and ``dalle`` join by calling
+:func:`register` (or by being listed in :data:`BUILT_IN`), and the batch command and the studio then run them
+unchanged.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ BUILT_IN = {
     "sd": "dreamcanvas.jobs.sd_method",
     "style": "dreamcanvas.jobs.style_method",
     "upscale": "dreamcanvas.jobs.upscale_method",
+    "dalle": "dreamcanvas.jobs.dalle_method",
 }
 """Methods registered by importing their module, the first time a job names them (keeps imports light)."""
 

@@ -27,7 +27,7 @@ POLL_SECONDS = 0.4
 """How often a watched job is looked at: the progress bar moves at this rate, frames appear as saved."""
 QUEUE_REFRESH_SECONDS = 2.0
 TITLES = {"generate": "Generate (CLIP-guided)", "sd": "Stable Diffusion", "style": "Style transfer",
-          "upscale": "Upscale"}  # fmt: skip
+          "upscale": "Upscale", "dalle": "ruDALL-E"}  # fmt: skip
 STATE_WORDS = {
     JobState.QUEUED: "queued",
     JobState.RUNNING: "running",

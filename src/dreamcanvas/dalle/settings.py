@@ -1,0 +1,73 @@
+"""Every setting of a ``dreamcanvas dalle`` picture, in one record checked the same way from any source.
+
+The record is what ``run.json`` and every PNG store and what ``--resume`` reads back; each field's docstring is
+its ``--help`` text. The sampling defaults are those ru-dalle's README draws Malevich with (``top_k=2048``,
+``top_p=0.995``, ``temperature=1.0`` as ``generate_images`` defaults it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dreamcanvas.records import MODEL, SettingsRecord, setting
+
+PRECISIONS = ("auto", "bf16", "fp32")
+DEFAULT_MODEL = "rudalle-malevich"
+DEFAULT_VQGAN = "sber-vqgan"
+MAX_IMAGES = 8
+"""ru-dalle's pipeline draws 8 at a time (``bs=8``): the images of a run go through the network as one batch."""
+MAX_SEED = 2**62
+"""Image ``i`` draws from ``seed + i``: every seed of a run stays a valid ``torch.Generator`` seed."""
+
+
+@dataclass
+class DalleSettings(SettingsRecord):
+    """A picture from text by ruDALL-E: a GPT writes 32x32 image tokens one at a time, a VQGAN paints them."""
+
+    prompt: str = setting(nonempty=True, flag="PROMPT")
+    """What to draw, in Russian (ruDALL-E was trained on Russian captions; it is lower-cased, as ru-dalle does)."""
+    model: str = setting(DEFAULT_MODEL, nonempty=True, kind=MODEL)
+    """The ruDALL-E network: rudalle-malevich (Malevich v3, 1.3B parameters, 2.6 GB download), or local:DIR, a
+    folder holding a ruDALL-E checkpoint (pytorch_model_v3.bin, or the only .bin / .pt there) and its tokenizer
+    bpe.model (and optionally config.json: ru-dalle's model_params, e.g. num_attention_heads)."""
+    vqgan: str = setting(DEFAULT_VQGAN, nonempty=True, kind=MODEL)
+    """The VQGAN that paints the image tokens: sber-vqgan (Sber's Gumbel f8 VQGAN, 8192 codes, ruDALL-E's own), or
+    local:PATH (a folder with one .yaml and one .ckpt, or a .ckpt); its codebook must have the model's image
+    vocabulary."""
+    images: int = setting(1, low=1, high=MAX_IMAGES)
+    """Pictures drawn from the prompt, together in one batch (picture k draws from seed + k - 1)."""
+    temperature: float = setting(1.0, low=0, high=100)
+    """The logits are divided by this before filtering: lower is safer, higher wilder; 0 takes the most likely
+    token every time (no randomness: every picture of the run is the same)."""
+    top_k: int = setting(2048, low=0, high=1_000_000)
+    """Only the k most likely image tokens may be drawn (0 = all of them)."""
+    top_p: float = setting(0.995, above=0, high=1)
+    """Of those, only the most likely ones that together hold this share of the probability (1 = all)."""
+    seed: int = setting(-1, low=0, high=MAX_SEED, special=(-1,))
+    """-1 picks a random seed; the seed used is stored, so the pictures can be made again."""
+    precision: str = setting("auto", choices=PRECISIONS)
+    """The network and the VQGAN in bf16 or fp32; auto = bf16 on CPUs with native bf16 (AMX / AVX512-BF16),
+    where it reads half the bytes per token."""
+    save_every: int = setting(4, low=1, high=1024)
+    """A frame (the rows drawn so far, the rest grey) and a checkpoint --resume continues from, every N rows of
+    image tokens (Malevich draws 32 rows)."""
+    video: bool = False
+    """Also write an MP4 of the frames: the picture filling in, row by row."""
+    gif: bool = False
+    """Also write a GIF of the frames."""
+    fps: int = setting(4, low=1, high=240)
+    """Frames per second of the video and GIF."""
+
+    # the panel of each field in `dalle --help` and in the studio (presentation only; the help is the docstring)
+    PANELS: ClassVar[dict[str, str]] = {
+        "prompt": "Prompt",
+        **dict.fromkeys(("model", "vqgan", "precision"), "Model"),
+        **dict.fromkeys(("images", "temperature", "top_k", "top_p", "seed"), "Sampling"),
+        **dict.fromkeys(("save_every", "video", "gif", "fps"), "Output"),
+    }
+
+    def with_seed(self) -> DalleSettings:
+        """``seed -1`` replaced by a random seed, so that the run can be stored and made again."""
+        return self.replace(seed=secrets.randbelow(2**31)) if self.seed == -1 else self
