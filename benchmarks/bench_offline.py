@@ -15,6 +15,12 @@ meet the same ones. Columns: rank 1 rate among 10 prompts (chance 10 %), a shape
 same colour and other shapes), and for comparison the judge's rate on *real* held-out corpus pictures of the
 same concepts.
 
+``--method dalle`` draws with ``dreamcanvas dalle`` (``--dalle-model``, by default the bundled tiny DALL-E,
+which trained on halves a and b in English and Russian); ``--language ru`` asks it in Russian (the corpus'
+Russian caption of each prompt, :func:`dreamcanvas.data.russian.russian_caption`) while the judge, an English
+CLIP, still scores the English prompt, so the two languages meet the same prompts, seeds and distractors. For
+dalle the corpus-object pool keeps only concepts with a Russian translation, in both languages.
+
 ``--corpus-objects N`` adds N object prompts *of the corpus* (clip-art and emoji concepts of halves a and b),
 the acceptance set of the bundled diffusion model, which trained on both halves. So that neither model meets an
 unknown word, the pool is the concepts whose every word occurs in a caption of half a (what the guide read) and
@@ -126,7 +132,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="also save every drawn picture in this folder")
     parser.add_argument("--every", type=int, default=1, help="score every k-th colour x shape prompt (a quick look)")
     parser.add_argument("--offset", type=int, default=0, help="start at this prompt (to split a run over processes)")
-    parser.add_argument("--method", default="generate", choices=("generate", "sd"), help="who draws the pictures")
+    parser.add_argument("--method", default="generate", choices=("generate", "sd", "dalle"),
+                        help="who draws the pictures")  # fmt: skip
+    parser.add_argument("--dalle-model", default="bundled:dalle", help="--method dalle: the model (any --model)")
+    parser.add_argument("--language", default="en", choices=("en", "ru"), help="--method dalle: ask in this")
     parser.add_argument("--sd-model", default="bundled:tiny-sd", help="--method sd: the model (any sd --model)")
     parser.add_argument("--sd-steps", type=int, default=20)
     parser.add_argument("--sd-guidance", type=float, default=4.0)
@@ -168,7 +177,41 @@ def main() -> None:
         print(f"--method sd: {args.sd_model}, {args.sd_steps} steps, guidance {args.sd_guidance}, "
               f"sampler {args.sd_sampler or 'its own'}, {args.size}²")  # fmt: skip
 
+    dalle_parts = None
+    if args.method == "dalle":
+        from dreamcanvas.dalle import run as dalle_run
+        from dreamcanvas.dalle.models import load_parts as load_dalle_parts
+        from dreamcanvas.dalle.settings import DalleSettings
+        from dreamcanvas.data.russian import russian_caption
+
+        def dalle_settings(prompt: str) -> DalleSettings:
+            return DalleSettings(prompt=prompt, model=args.dalle_model, seed=args.seed, **overrides)
+
+        dalle_parts = load_dalle_parts(dalle_settings("a picture"))
+        print(f"--method dalle: {args.dalle_model}, asked in {args.language}, seed {args.seed}, overrides {overrides}")
+
+    def in_language(prompt: str) -> str:
+        """The prompt as ``--language`` asks it; the judge always reads the English one."""
+        if args.language == "en":
+            return prompt
+        words = prompt.removeprefix("a ").removeprefix("an ")
+        shape = next((s for s in SHAPES if f" {s}" in f" {words}"), None)
+        concept = words.split(" on a ")[0] if shape else words
+        russian = russian_caption(prompt, (concept,))
+        if russian is None:
+            raise SystemExit(f"no Russian caption for {prompt!r}")
+        return russian
+
     def draw(prompt: str) -> tuple[torch.Tensor, float]:
+        if dalle_parts is not None:
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                result = dalle_run.draw(dalle_settings(in_language(prompt)), Path(tmp) / "run", parts=dalle_parts)
+                picture = load_image(result.pictures[0])
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(result.pictures[0], args.keep / f"{prompt.replace(' ', '_')}-{args.language}.png")
+            return picture, time.perf_counter() - start
         if sd_models is not None:
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +264,11 @@ def main() -> None:
         )
 
     corpus_pool = corpus_object_prompts(args.corpus) if args.corpus_objects else []
+    if args.method == "dalle":
+        from dreamcanvas.data.russian import concepts as russian_concepts
+
+        translated = russian_concepts()
+        corpus_pool = [p for p in corpus_pool if p.removeprefix("a ") in translated]
     corpus_firsts, corpus_chosen = 0, random.Random(args.seed).sample(corpus_pool, args.corpus_objects)
     for prompt in corpus_chosen[args.offset :: args.every]:
         picture, seconds = draw(prompt)

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
 COMMAND_MODULES = [
     "generate", "batch", "sd", "upscale", "style", "dalle", "models", "train_clip", "train_vqgan", "train_diffusion",
-    "train_gan", "train_sd", "data", "score", "studio",
+    "train_gan", "train_sd", "train_dalle", "data", "score", "studio",
 ]  # fmt: skip
 """Modules of :mod:`dreamcanvas.cli` that add commands to :data:`app` when imported."""
 

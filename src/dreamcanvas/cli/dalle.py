@@ -42,7 +42,8 @@ NOT_SETTINGS = ("out", "resume_dir", "force", "quiet")
 
 
 def dalle(ctx: typer.Context, **values: Any) -> None:
-    """Draw pictures from text with ruDALL-E (Russian prompts), token by token, on the CPU."""
+    """Draw pictures from text with ruDALL-E (Russian prompts), or an ImageNet class with taming-cin (--class),
+    token by token, on the CPU."""
     from dreamcanvas.dalle.models import load_parts
     from dreamcanvas.dalle.run import draw, preflight, resume
 
@@ -61,7 +62,7 @@ def dalle(ctx: typer.Context, **values: Any) -> None:
         result = _with_progress(
             quiet, lambda on_token: draw(settings, out, on_token=on_token, parts=parts, force=force)
         )
-    _report(result)
+    _report(result, quiet)
 
 
 def _with_progress(quiet: bool, run: Any) -> DalleResult:
@@ -73,12 +74,15 @@ def _with_progress(quiet: bool, run: Any) -> DalleResult:
         return run(lambda done, total: progress.update(done, total))
 
 
-def _report(result: DalleResult) -> None:
-    """Where the pictures are (stdout, for scripts); a stopped run exits 130 with the command that continues it."""
+def _report(result: DalleResult, quiet: bool) -> None:
+    """Where the pictures are (stdout, for scripts); a stopped run exits 130 with the command that continues it.
+    A reranked run's scores go to stderr, so stdout stays the list of pictures."""
     if not result.completed:
         print(f"stopped at token {result.step}; continue with: dreamcanvas dalle --resume {result.run_dir}",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(STOPPED)
+    if result.ranking is not None and not quiet:
+        print(result.ranking.summary([path.name for path in result.pictures], result.settings.seed), file=sys.stderr)
     for picture in result.pictures:
         print(picture)
 

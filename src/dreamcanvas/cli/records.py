@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import keyword
 import typing
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -37,9 +38,15 @@ def _options(cls: type) -> list[Option]:
     for field in dataclasses.fields(cls):
         grouped.setdefault(flag_of(field), []).append(field.name)
     return [
-        Option(flag.lstrip("-").replace("-", "_") if flag.startswith("--") else fields[0], tuple(fields))
+        Option(_python_name(flag) if flag.startswith("--") else fields[0], tuple(fields))
         for flag, fields in grouped.items()
     ]
+
+
+def _python_name(flag: str) -> str:
+    """The parameter name of ``--flag``: ``--top-k`` is ``top_k``, ``--class`` (a Python keyword) ``class_``."""
+    name = flag.lstrip("-").replace("-", "_")
+    return name + "_" if keyword.iskeyword(name) else name
 
 
 def _is_list(hint: Any) -> bool:

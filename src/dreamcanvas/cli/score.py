@@ -25,18 +25,12 @@ def default_judge() -> str:
 
 def score_texts(image: Path, texts: list[str], clip: str) -> list[float]:
     """Cosine similarity of the picture to each text, under one CLIP model."""
-    import torch
-
-    from dreamcanvas.outputs.png import check_image, load_image
+    from dreamcanvas.outputs.png import check_image
     from dreamcanvas.perceptor.clip import load_perceptor
+    from dreamcanvas.perceptor.similarity import picture_similarities
 
     check_image(image)  # a bad picture fails before the model loads
-    perceptor = load_perceptor(clip)
-    picture = load_image(image, (perceptor.image_size, perceptor.image_size))  # decoded small, not at full size
-    with torch.no_grad():
-        image_embedding = perceptor.encode_image(picture)
-        text_embeddings = perceptor.encode_text(texts)
-    return (text_embeddings @ image_embedding.T).squeeze(1).tolist()
+    return picture_similarities(load_perceptor(clip), image, texts)
 
 
 def rank_of_first(similarities: list[float]) -> int:

@@ -4,8 +4,10 @@
 ``pytorch_model_v3.bin`` plus its ``bpe.model``) or ``local:DIR``, a folder holding a checkpoint
 (``pytorch_model_v3.bin``, or the only ``.bin`` / ``.pt`` there), ``bpe.model`` and, optionally, ``config.json``
 with ru-dalle's ``model_params`` names for what the weights' shapes cannot tell (``num_attention_heads``,
-``cogview_pb_relax``, ``conv_kernel``). ``--vqgan`` is any VQGAN spec ``generate`` takes (``sber-vqgan``,
-``local:PATH``). Files come through the weights registry: not cached and offline is its one-line error.
+``cogview_pb_relax``, ``conv_kernel``, and ``hf_version``: ``"v2"`` for a Malevich_v2 / Emojich network, told
+from the checkpoint's saved conv mask where it has one). ``--vqgan`` is any VQGAN spec ``generate`` takes
+(``sber-vqgan``, ``local:PATH``). Files come through the weights registry: not cached and offline is its one-line
+error.
 
 Checkpoints are read weights-only (memory-mapped where the file allows it: Malevich's 2.6 GB of fp16 are then
 converted tensor by tensor instead of being read whole first), loaded strictly, every misfit named in one line.
@@ -15,33 +17,51 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+import warnings
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dreamcanvas import memory, weights
-from dreamcanvas.dalle.settings import DalleSettings
+from dreamcanvas.dalle.settings import DEFAULT_MODEL, DEFAULT_VQGAN, OFFLINE_MODEL, DalleSettings
 from dreamcanvas.dalle.tokenizer import RudalleTokenizer
-from dreamcanvas.errors import DreamcanvasError
+from dreamcanvas.errors import DreamcanvasError, DreamcanvasWarning, ModelUnavailableError
 from dreamcanvas.files.checkpoints import describe_misfit, load_checkpoint
-from dreamcanvas.models.rudalle import MALEVICH, DalleConfig, DalleModel, attention_mask
+from dreamcanvas.models.rudalle import (
+    EMOJICH,
+    HF_VERSIONS,
+    MALEVICH,
+    MALEVICH_V2,
+    SURREALIST_XL,
+    DalleConfig,
+    DalleModel,
+    config_mask,
+)
 from dreamcanvas.models.vqgan import VQGAN, load_vqgan
 from dreamcanvas.precision import working_dtype
+
+if TYPE_CHECKING:
+    from dreamcanvas.dalle.taming import TamingParts
 
 KIND = "dalle"
 """The registry kind of a ruDALL-E network (``sources/dalle.json``)."""
 CHECKPOINT_NAME = "pytorch_model_v3.bin"
+TRAINED_NAME = "pytorch_model.bin"
+"""What ``train dalle`` writes (its folder also holds ``train_state.pt`` and ``codes.pt``)."""
 TOKENIZER_NAME = "bpe.model"
 CONFIG_NAME = "config.json"
-REGISTERED_CONFIGS = {"rudalle-malevich": MALEVICH}
+REGISTERED_CONFIGS = {"rudalle-malevich": MALEVICH, "rudalle-malevich-v2": MALEVICH_V2, "rudalle-emojich": EMOJICH,
+                      "rudalle-surrealist-xl": SURREALIST_XL}  # fmt: skip
 """The shape of each registered network (ru-dalle's ``model_params``), checked against its file."""
 HEAD_WIDTH = 128
 """Malevich's width per attention head: the head count of a local model without ``config.json``."""
 CONFIG_KEYS = {"num_attention_heads", "cogview_sandwich_layernorm", "cogview_pb_relax", "layernorm_epsilon",
-               "conv_kernel"}  # fmt: skip
-"""What a local ``config.json`` may set; the rest comes from the weights' shapes."""
+               "conv_kernel", "hf_version"}  # fmt: skip
+"""What a local ``config.json`` may set of the network; the rest comes from the weights' shapes."""
+VQGAN_KEY = "vqgan"
+"""A local ``config.json`` may also name the VQGAN whose codes the network writes (``train dalle`` records it)."""
 RUNTIME_BYTES = 600_000_000
 """torch, the interpreter and the run's small tensors (logits, tokens)."""
 DECODER_BYTES_PER_PIXEL_CHANNEL = 10
@@ -59,6 +79,8 @@ class DalleFiles:
     vqgan_checkpoint: Path
     config: dict[str, Any]
     """A local model's ``config.json`` (empty for a registered one)."""
+    vqgan_spec: str = DEFAULT_VQGAN
+    """The VQGAN the run paints with: ``--vqgan``, or the model's own when that is empty."""
 
     def record(self) -> dict[str, str]:
         """For ``run.json``: where each part came from."""
@@ -82,6 +104,23 @@ class DalleParts:
 
 
 # ------------------------------------------------------------------------------------------------- which files
+def default_model() -> str:
+    """What no ``--model`` means: Malevich if it is downloaded or can be fetched now, else the bundled tiny DALL-E
+    with one warning saying so (as ``generate`` falls back to the bundled guide; an explicit ``--model`` never
+    falls back)."""
+    try:
+        weights.fetch_files(DEFAULT_MODEL)
+        return DEFAULT_MODEL
+    except ModelUnavailableError:
+        if not (weights.bundled_dir(OFFLINE_MODEL.removeprefix(weights.BUNDLED_PREFIX)) / CONFIG_NAME).is_file():
+            raise
+        message = (f"{DEFAULT_MODEL} is not downloaded and cannot be fetched now, so the small offline model "
+                   f"{OFFLINE_MODEL} draws instead (64 px clip art, English or Russian); for ruDALL-E itself run "
+                   f"`dreamcanvas models download {DEFAULT_MODEL}` once online")  # fmt: skip
+        warnings.warn(message, DreamcanvasWarning, stacklevel=2)
+        return OFFLINE_MODEL
+
+
 def known_models() -> list[str]:
     return [source.name for source in weights.list_sources() if source.kind == KIND]
 
@@ -96,8 +135,9 @@ def _local_folder(spec: str) -> Path:
 
 
 def _local_checkpoint(folder: Path, spec: str) -> Path:
-    if (folder / CHECKPOINT_NAME).is_file():
-        return folder / CHECKPOINT_NAME
+    for name in (CHECKPOINT_NAME, TRAINED_NAME):
+        if (folder / name).is_file():
+            return folder / name
     found = sorted(path for path in [*folder.glob("*.bin"), *folder.glob("*.pt")] if path.is_file())
     if len(found) != 1:
         raise DreamcanvasError(f"--model {spec} must hold {CHECKPOINT_NAME} (or exactly one .bin / .pt), found "
@@ -115,15 +155,22 @@ def _local_config(folder: Path, spec: str) -> dict[str, Any]:
         raise DreamcanvasError(f"--model {spec}: {CONFIG_NAME} is not readable JSON ({error})") from None
     if not isinstance(config, dict):
         raise DreamcanvasError(f"--model {spec}: {CONFIG_NAME} must hold an object of model_params")
-    unknown = sorted(set(config) - CONFIG_KEYS)
+    unknown = sorted(set(config) - CONFIG_KEYS - {VQGAN_KEY})
     if unknown:
         raise DreamcanvasError(f"--model {spec}: {CONFIG_NAME} sets {unknown}; it may set only "
-                               f"{sorted(CONFIG_KEYS)} (the rest comes from the weights)")  # fmt: skip
+                               f"{sorted(CONFIG_KEYS | {VQGAN_KEY})} (the rest comes from the weights)")  # fmt: skip
+    if not isinstance(config.get(VQGAN_KEY, ""), str):
+        raise DreamcanvasError(f"--model {spec}: {CONFIG_NAME}'s {VQGAN_KEY} must be a VQGAN such as bundled:vqgan")
     return config
 
 
 def model_files(spec: str) -> tuple[Path, Path, dict[str, Any]]:
     """``(checkpoint, bpe.model, config.json's contents)`` of ``--model``; registered files are fetched."""
+    if spec.startswith(weights.BUNDLED_PREFIX):
+        folder = weights.bundled_dir(spec[len(weights.BUNDLED_PREFIX) :])
+        if not (folder / CONFIG_NAME).is_file():
+            raise DreamcanvasError(f"no bundled ruDALL-E model {spec!r} in this installation")
+        return _local_checkpoint(folder, spec), folder / TOKENIZER_NAME, _local_config(folder, spec)
     if spec.startswith(weights.LOCAL_PREFIX):
         folder = _local_folder(spec)
         checkpoint = _local_checkpoint(folder, spec)
@@ -154,8 +201,10 @@ def vqgan_files(spec: str) -> tuple[Path, Path]:
 def find_files(settings: DalleSettings) -> DalleFiles:
     """Every file of the run, or the one line saying which is missing; nothing is loaded."""
     checkpoint, tokenizer, config = model_files(settings.model)
-    vqgan_config, vqgan_checkpoint = vqgan_files(settings.vqgan)
-    return DalleFiles(checkpoint, tokenizer, vqgan_config, vqgan_checkpoint, config)
+    vqgan_spec = settings.vqgan or config.pop(VQGAN_KEY, "") or DEFAULT_VQGAN
+    config.pop(VQGAN_KEY, None)
+    vqgan_config, vqgan_checkpoint = vqgan_files(vqgan_spec)
+    return DalleFiles(checkpoint, tokenizer, vqgan_config, vqgan_checkpoint, config, vqgan_spec)
 
 
 # ------------------------------------------------------------------------------------------------- the network
@@ -198,13 +247,42 @@ def config_from_state(state: dict[str, torch.Tensor], path: Path, overrides: dic
     values.update(overrides)
     types = {field.name: field.type for field in fields(DalleConfig)}
     for key, value in overrides.items():
-        expected = {"bool": bool, "int": int, "float": (int, float)}[str(types[key])]
+        expected = {"bool": bool, "int": int, "float": (int, float), "str": str}[str(types[key])]
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise DreamcanvasError(f"{CONFIG_NAME} beside {path}: {key} must be {types[key]}, got {value!r}")
     try:
-        return DalleConfig(**values)
+        config = DalleConfig(**values)
     except ValueError as error:
         raise DreamcanvasError(f"{path}: {error}") from None
+    told = version_from_masks(state, values)
+    if told is not None:
+        asked = overrides.get("hf_version", told)
+        if asked != told:
+            raise DreamcanvasError(f"{path} is a ru-dalle {told} network (its saved transformer.conv_mask is the "
+                                   f"{told} one), not {asked}")  # fmt: skip
+        config = replace(config, hf_version=told)
+    return config
+
+
+def version_from_masks(state: dict[str, torch.Tensor], values: dict[str, Any]) -> str | None:
+    """The ``hf_version`` a checkpoint's saved conv mask tells, or None.
+
+    v2 and v3 have the same weights; only the conv mask differs (wrapped or clamped window). ru-dalle saves its
+    masks as buffers when its ``state_dict()`` is saved (Malevich v3's, Emojich's and Surrealist's files carry them;
+    Malevich_v2's does not): None without one, or when both versions build that mask (a window covering the grid).
+    """
+    saved = state.get("transformer.conv_mask")
+    if saved is None or saved.device.type == "meta":
+        return None
+    matches = []
+    for version in HF_VERSIONS:
+        try:
+            mask = config_mask(DalleConfig(**{**values, "hf_version": version}), "conv")
+        except (TypeError, ValueError):
+            return None  # the config itself is wrong: DalleConfig says so in one line
+        if saved.shape == mask.shape and torch.equal(saved.bool(), mask):
+            matches.append(version)
+    return matches[0] if len(matches) == 1 else None
 
 
 def build_model(state: dict[str, torch.Tensor], config: DalleConfig, path: Path, dtype: torch.dtype) -> DalleModel:
@@ -221,8 +299,7 @@ def build_model(state: dict[str, torch.Tensor], config: DalleConfig, path: Path,
     # The masks were built on the meta device with the rest: build them again, for real.
     for kind in ("row", "column", "conv"):
         name = model.transformer._buffer_name(kind)
-        mask = attention_mask(kind, config.text_seq_length, config.image_tokens_per_dim, config.conv_kernel)
-        setattr(model.transformer, name, mask)
+        setattr(model.transformer, name, config_mask(config, kind))
     return model.eval().requires_grad_(False)
 
 
@@ -254,13 +331,20 @@ def estimate(config: DalleConfig, images: int, dtype_bytes: int, vqgan_config: P
 
 
 # ------------------------------------------------------------------------------------------------- all of it
-def load_parts(settings: DalleSettings, *, force: bool = False) -> DalleParts:
+def load_parts(settings: DalleSettings, *, force: bool = False) -> DalleParts | TamingParts:
     """The network, tokenizer and VQGAN of ``settings``, checked to belong together; the memory estimate is
-    checked once the network's shape is known, before its weights are converted."""
+    checked once the network's shape is known, before its weights are converted. A taming model's two stages
+    come from :func:`dreamcanvas.dalle.taming.load_taming`."""
+    from dreamcanvas.dalle.taming import is_taming, load_taming
+
+    if is_taming(settings.model):
+        return load_taming(settings, force=force)
     files = find_files(settings)
     state = read_state(files.checkpoint)
-    config = config_from_state(state, files.checkpoint, files.config)
     registered = REGISTERED_CONFIGS.get(settings.model)
+    # A registered network's version is the registry's (Malevich_v2's file carries no mask to tell it by).
+    overrides = {"hf_version": registered.hf_version} if registered is not None else files.config
+    config = config_from_state(state, files.checkpoint, overrides)
     if registered is not None and registered != config:
         raise DreamcanvasError(f"ruDALL-E checkpoint {files.checkpoint} is not the {settings.model} network")
     config = registered or config
@@ -275,8 +359,11 @@ def load_parts(settings: DalleSettings, *, force: bool = False) -> DalleParts:
                                "do not belong together")  # fmt: skip
     vqgan = load_vqgan(files.vqgan_config, files.vqgan_checkpoint)
     if vqgan.config.n_embed != config.image_vocab_size:
-        raise DreamcanvasError(f"--vqgan {settings.vqgan} has {vqgan.config.n_embed} codes, the network draws "
+        raise DreamcanvasError(f"--vqgan {files.vqgan_spec} has {vqgan.config.n_embed} codes, the network draws "
                                f"{config.image_vocab_size} image tokens: they do not belong together")  # fmt: skip
+    own_size = config.image_tokens_per_dim * vqgan.factor
+    if settings.size not in (0, own_size):
+        raise DreamcanvasError(f"--size {settings.size}: ruDALL-E draws only its own {own_size} px (leave --size out)")
     vqgan = vqgan.eval().requires_grad_(False)
     if dtype != torch.float32:  # only what decodes changes precision; the codebook stays fp32
         for part in (vqgan.post_quant_conv, vqgan.decoder):
@@ -286,7 +373,11 @@ def load_parts(settings: DalleSettings, *, force: bool = False) -> DalleParts:
 
 def image_tokens(spec: str) -> int:
     """Image tokens of a finished picture of ``--model`` (1024 for Malevich), read without loading the weights;
-    0 when it cannot be told now."""
+    0 when it cannot be told now (a taming model: its trained grid, 256 for taming-cin)."""
+    from dreamcanvas.dalle.taming import image_codes, is_taming
+
+    if is_taming(spec):
+        return image_codes(spec)
     registered = REGISTERED_CONFIGS.get(spec)
     if registered is not None:
         return registered.image_seq_length

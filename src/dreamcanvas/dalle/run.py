@@ -13,7 +13,12 @@ to floating point: a token whose probability sits on a draw's boundary could in 
 A picture is its tokens' codebook rows through the VQGAN decoder, clamped to ``[-1, 1]`` and mapped to
 ``[0, 1]`` as ru-dalle's ``VQGanGumbelVAE.decode`` does (ru-dalle multiplies one-hot rows by the codebook; the
 rows themselves are the same numbers). Pictures are ``final.png`` for one, ``final-1.png`` ... ``final-N.png``
-for several, as ``sd`` names them, each with the settings that make it alone (seed + k, one image).
+for several, as ``sd`` names them, each with the settings that make it alone (seed + k, one image); with
+``--rerank-clip`` they are written best first by that CLIP (:mod:`~dreamcanvas.dalle.rerank`).
+
+A taming model (``--model taming-cin``, :mod:`~dreamcanvas.dalle.taming`) goes through the same run: its codes
+instead of ruDALL-E's image tokens, drawn from ``--class`` instead of a prompt, by its own loop (the sliding window
+for a ``--size`` above its trained one); frames, checkpoints and ``--resume`` are the same.
 
 Everything that can be wrong is found before the run folder is made: the settings, the folder, the weights (the
 registry's one-line error when they are not downloaded and cannot be), the memory estimate.
@@ -29,9 +34,11 @@ import torch
 from PIL import Image
 
 from dreamcanvas.dalle.checkpoint import DalleState, load_state, save_state
-from dreamcanvas.dalle.models import DalleParts, load_parts
+from dreamcanvas.dalle.models import DalleParts, default_model, load_parts
+from dreamcanvas.dalle.rerank import Ranking, check_rerank_clip, rank_pictures
 from dreamcanvas.dalle.sampling import SamplingProgress, sample_image_tokens
 from dreamcanvas.dalle.settings import DalleSettings
+from dreamcanvas.dalle.taming import TamingParts, check_inputs, run_label
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.models.vqgan import lookup
 from dreamcanvas.outputs import png, rundir
@@ -59,6 +66,8 @@ class DalleResult:
     """Image tokens drawn per picture."""
     completed: bool
     """False when the run was stopped (Ctrl-C) before its last token; ``resume(run_dir)`` continues it."""
+    ranking: Ranking | None = None
+    """``--rerank-clip``: the pictures' scores and which sampled picture each final is (None without it)."""
 
 
 def picture_name(index: int, count: int) -> str:
@@ -70,14 +79,18 @@ def picture_name(index: int, count: int) -> str:
 def preflight(settings: DalleSettings, out: str | Path | None = None) -> DalleSettings:
     """The checks that need no model: the settings and the run folder. Returns them with a concrete seed."""
     settings.validate()
+    if not settings.model:
+        settings = settings.replace(model=default_model())  # stored as the model that drew
+    settings = check_inputs(settings)  # text or a class, by the kind of model; -1 top-k / top-p made concrete
     if out is not None:
         rundir.check_new_run_dir(Path(out))
+    check_rerank_clip(settings.rerank_clip)  # its files, not its weights: refused before any sampling
     return settings.with_seed()
 
 
 # ------------------------------------------------------------------------------------------------- pictures
 @torch.no_grad()
-def decode(parts: DalleParts, tokens: torch.Tensor) -> list[torch.Tensor]:
+def decode(parts: DalleParts | TamingParts, tokens: torch.Tensor) -> list[torch.Tensor]:
     """Each row of ``tokens`` ``(N, k)`` as a ``(1, 3, H, W)`` picture in ``[0, 1]``; cells past ``k`` are grey."""
     config, vqgan = parts.config, parts.vqgan
     side, total, factor = config.image_tokens_per_dim, config.image_seq_length, vqgan.factor
@@ -113,14 +126,17 @@ def grid(pictures: list[torch.Tensor]) -> Image.Image:
 class _Drawing:
     """One run in its folder: the sampling loop, frames, checkpoints, the pictures."""
 
-    def __init__(self, settings: DalleSettings, parts: DalleParts, run: Run, on_token: TokenHook | None) -> None:
+    def __init__(
+        self, settings: DalleSettings, parts: DalleParts | TamingParts, run: Run, on_token: TokenHook | None
+    ) -> None:
         self.settings, self.parts, self.run, self.on_token = settings, parts, run, on_token
         self.total = parts.config.image_seq_length
         self.every = settings.save_every * parts.config.image_tokens_per_dim
 
-    def record(self, state: DalleState, *, completed: bool) -> None:
+    def record(self, state: DalleState, *, completed: bool, ranking: Ranking | None = None) -> None:
+        reranked = {"rerank": ranking.run_record()} if ranking is not None else {}
         self.run.write_record(state.done, completed=completed, total_tokens=self.total, images=self.settings.images,
-                              files=self.parts.files.record())  # fmt: skip
+                              files=self.parts.files.record(), **reranked)  # fmt: skip
 
     def checkpoint(self, state: DalleState) -> None:
         save_state(self.run.folder, state, self.settings)
@@ -128,7 +144,6 @@ class _Drawing:
 
     def go(self, state: DalleState) -> DalleResult:
         settings = self.settings
-        text = self.parts.tokenizer.encode_text(settings.prompt)
         generators = state.generator_objects()
 
         def after_token(progress: SamplingProgress) -> None:
@@ -143,11 +158,13 @@ class _Drawing:
                 self.on_token(progress.done, self.total)
 
         try:
-            if state.done < self.total:
+            if state.done < self.total and isinstance(self.parts, TamingParts):
+                self.parts.sample(settings, generators, after_token, state.tokens)
+            elif state.done < self.total:
                 sample_image_tokens(
-                    self.parts.model, text, images=settings.images, temperature=settings.temperature,
-                    top_k=settings.top_k, top_p=settings.top_p, generator=generators, on_token=after_token,
-                    start_tokens=state.tokens,
+                    self.parts.model, self.parts.tokenizer.encode_text(settings.prompt), images=settings.images,
+                    temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                    generator=generators, on_token=after_token, start_tokens=state.tokens,
                 )  # fmt: skip
         except KeyboardInterrupt:
             if state.done == 0:  # nothing drawn: nothing to show or resume
@@ -160,13 +177,17 @@ class _Drawing:
     def finish(self, state: DalleState) -> DalleResult:
         settings = self.settings
         paths = []
-        for index, picture in enumerate(decode(self.parts, state.tokens)):
+        pictures = decode(self.parts, state.tokens)
+        ranking = rank_pictures(settings.rerank_clip, settings.prompt, pictures) if settings.rerank_clip else None
+        order = ranking.order if ranking is not None else list(range(len(pictures)))
+        for position, index in enumerate(order):  # final-1.png is the best when reranked
             own = settings.replace(seed=settings.seed + index, images=1)
-            name = picture_name(index, settings.images)
-            paths.append(self.run.save_picture(picture, state.done, name, settings=own))
-        self.record(state, completed=True)
+            name = picture_name(position, settings.images)
+            extra = {"rerank": ranking.picture_record(position)} if ranking is not None else None
+            paths.append(self.run.save_picture(pictures[index], state.done, name, settings=own, extra=extra))
+        self.record(state, completed=True, ranking=ranking)
         self.run.write_films(settings.video, settings.gif, settings.fps)
-        return DalleResult(self.run.folder, paths, settings, state.done, True)
+        return DalleResult(self.run.folder, paths, settings, state.done, True, ranking)
 
 
 # ------------------------------------------------------------------------------------------------- public API
@@ -176,7 +197,7 @@ def draw(
     *,
     outputs_root: str | Path = "outputs",
     on_token: TokenHook | None = None,
-    parts: DalleParts | None = None,
+    parts: DalleParts | TamingParts | None = None,
     force: bool = False,
 ) -> DalleResult:
     """Draw ``settings.images`` pictures of ``settings.prompt`` into a new run folder (``out``, which must not
@@ -188,7 +209,7 @@ def draw(
     settings = preflight(settings, out)
     if parts is None:
         parts = load_parts(settings, force=force)
-    run = Run.start(METHOD, settings, settings.prompt, out, outputs_root)
+    run = Run.start(METHOD, settings, run_label(settings), out, outputs_root)
     return _Drawing(settings, parts, run, on_token).go(DalleState.fresh(settings))
 
 
@@ -196,7 +217,7 @@ def resume(
     run_dir: str | Path,
     *,
     on_token: TokenHook | None = None,
-    parts: DalleParts | None = None,
+    parts: DalleParts | TamingParts | None = None,
     force: bool = False,
 ) -> DalleResult:
     """Continue a stopped run in its own folder, to the pictures of a run never stopped."""
@@ -205,6 +226,7 @@ def resume(
     if stored.get("completed") is True:
         raise DreamcanvasError(f"the run in {run_dir} is finished: nothing to resume")
     settings.validate()
+    check_rerank_clip(settings.rerank_clip)
     if settings.seed == -1:
         raise DreamcanvasError(f"cannot resume: {rundir.RUN_JSON} in {run_dir} holds seed -1, not the seed drawn")
     state = load_state(run_dir, settings)

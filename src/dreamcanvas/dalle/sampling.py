@@ -9,9 +9,11 @@ The N images of a batch go through the model together (its weights are read once
 draws from its own ``torch.Generator`` (seed ``seed + i`` for image ``i``), so an image does not depend on the
 batch it was drawn in. A run's whole state is ``(tokens so far, the generators' states)``: stopping after any
 token (``max_new_tokens``) and calling again with ``start_tokens`` and the same generators continues the run.
-Equal up to floating point: the cached loop fills its cache with one pass over the prefix, where a straight run
-filled it token by token; in float64 the tokens agree, in float32 a token sitting on a probability boundary
-could in principle flip.
+A v2 network (Malevich_v2, Emojich) is fed what ru-dalle's ``generate_images`` feeds it, the same ids as v3
+(it puts its token 2 before the text itself, and its last image token, like every token, is drawn from the
+position before it and never fed back). Equal up to floating point: the cached loop fills its cache with one pass
+over the prefix, where a straight run filled it token by token; in float64 the tokens agree, in float32 a token
+sitting on a probability boundary could in principle flip.
 
 :func:`sample_image_tokens` keeps keys and values in a :class:`~dreamcanvas.models.rudalle.DalleCache`;
 :func:`sample_image_tokens_uncached` recomputes the whole sequence at every step and is the reference the
@@ -166,8 +168,8 @@ def cached_next_logits(model: DalleModel) -> NextLogits:
     cache: DalleCache = model.new_cache()
 
     def next_logits(sequence: Tensor, fed: int) -> Tensor:
-        if fed != cache.length:
-            raise RuntimeError(f"the cache holds {cache.length} positions, the loop says {fed}")
+        if fed != cache.fed:  # ids seen: v2's lead token 2 is a position of the cache, not an id of the loop
+            raise RuntimeError(f"the cache has seen {cache.fed} ids, the loop says {fed}")
         return model(sequence[:, fed:], cache, only_last=True)[:, -1]
 
     return next_logits

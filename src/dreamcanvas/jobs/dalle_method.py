@@ -31,8 +31,9 @@ def resume(folder: Path, settings: DalleSettings, progress: ProgressHook, force:
 
 
 def fill_in(made: DalleSettings, wanted: DalleSettings) -> DalleSettings:
-    """The seed the folder's run drew for -1."""
-    return wanted.replace(seed=made.seed) if wanted.seed == -1 else wanted
+    """The seed the folder's run drew for -1, and the model's own top-k / top-p it drew with for -1."""
+    return wanted.replace(**{name: getattr(made, name) for name in ("seed", "top_k", "top_p")
+                             if getattr(wanted, name) == -1})  # fmt: skip
 
 
 def changes(stored: DalleSettings, wanted: DalleSettings) -> list[str]:
@@ -43,8 +44,9 @@ def changes(stored: DalleSettings, wanted: DalleSettings) -> list[str]:
 def total_steps(settings: DalleSettings) -> int:
     """Image tokens of a finished picture (read from the model's shape; 0 when it cannot be told now)."""
     from dreamcanvas.dalle.models import image_tokens
+    from dreamcanvas.dalle.taming import image_codes, is_taming
 
-    return image_tokens(settings.model)
+    return image_codes(settings.model, settings.size) if is_taming(settings.model) else image_tokens(settings.model)
 
 
 def finished_files(settings: DalleSettings) -> list[str]:

@@ -25,8 +25,13 @@ ru-dalle's uncached forward, quirks included where they change the numbers:
 * the transformer ends with ``transformer.final_layernorm`` and the head ``to_logits`` starts with another
   LayerNorm: two norms in a row, both kept.
 
-Left out: dropout (inference only), the training loss, and the ``v2`` checkpoints (Malevich_v2, Emojich),
-which prepend a token 2 to the text, shift every position by one, and wrap the conv window around the edges.
+The ``v2`` checkpoints (Malevich_v2, Emojich: ``hf_version="v2"``, same keys and shapes) run ru-dalle's v2
+forward: token 2 before the text (learned position 0; text id ``p`` at position ``p + 1``, the table's last row
+used), the image ids one position later (their row and column embeddings unchanged), the sequence cut at
+``text_seq_length + image_tokens_per_dim²`` positions (the last image id is never read), the same masks indexed
+by sequence position, and a conv window that wraps around the grid's edges instead of being clamped.
+
+Left out: dropout (inference only) and the training loss (v3's or v2's).
 
 ``DalleModel(config)(input_ids)`` returns the logits of every position, ``(B, L, total_vocab_size)``, as
 ru-dalle's forward does. With ``cache=model.new_cache()``, each call takes only the *new* tokens, appends
@@ -57,6 +62,12 @@ FP16_MAX = 65504.0
 EMBEDDING_GRAD_SHRINK = 0.1
 """CogView's share of the gradient that reaches the embeddings."""
 
+HF_VERSIONS = ("v2", "v3")
+"""ru-dalle's two forwards (``hf_version``)."""
+
+V2_LEAD_TOKEN = 2
+"""What a v2 network reads before the text (ru-dalle's ``F.pad(text, (1, 0), value=2)``; 2 is also bos)."""
+
 
 @dataclass(frozen=True)
 class DalleConfig:
@@ -75,12 +86,18 @@ class DalleConfig:
     layernorm_epsilon: float = 1e-5
     conv_kernel: int = 11
     """Side of the last layer's window; ru-dalle never changes it (a small model in a test may)."""
+    hf_version: str = "v3"
+    """ru-dalle's ``hf_version``: ``v3`` (Malevich v3, Surrealist_XL, Kandinsky) or ``v2`` (Malevich_v2, Emojich),
+    whose forward puts token 2 before the text, shifts every position after it by one, drops what then runs past
+    the sequence, and whose conv window wraps around the grid's edges. The weights' shapes are the same."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of {self.num_attention_heads} heads")
         if self.vocab_size < self.text_seq_length:
             raise ValueError("vocab_size must hold one pad token per text position")
+        if self.hf_version not in HF_VERSIONS:
+            raise ValueError(f"hf_version must be one of {', '.join(HF_VERSIONS)}, got {self.hf_version!r}")
 
     @property
     def head_dim(self) -> int:
@@ -98,6 +115,16 @@ class DalleConfig:
     def total_vocab_size(self) -> int:
         return self.vocab_size + self.image_vocab_size
 
+    @property
+    def lead_tokens(self) -> int:
+        """Positions the network puts before the text ids it is given: 1 for v2 (token 2), 0 for v3."""
+        return 1 if self.hf_version == "v2" else 0
+
+    @property
+    def conv_wraps(self) -> bool:
+        """v2's conv window wraps around the grid's edges; v3's is clamped to the grid."""
+        return self.hf_version == "v2"
+
 
 MALEVICH = DalleConfig()
 """ruDALL-E Malevich v3 (``pytorch_model_v3.bin``): 1,310,410,880 parameters."""
@@ -111,8 +138,16 @@ KANDINSKY = DalleConfig(num_layers=64, hidden_size=3840, num_attention_heads=60)
 DUMMY = DalleConfig(num_layers=12, hidden_size=768, num_attention_heads=12)
 """ru-dalle's untrained 'dummy' model, for tests."""
 
+MALEVICH_V2 = DalleConfig(hf_version="v2")
+"""ruDALL-E Malevich v2 (``pytorch_model_v2.bin``): Malevich's shapes, the v2 forward."""
+
+EMOJICH = DalleConfig(hf_version="v2")
+"""ruDALL-E Emojich (``ai-forever/rudalle-Emojich``, ``pytorch_model.bin``): Malevich fine-tuned on emoji, v2."""
+
 MODELS: dict[str, DalleConfig] = {
     "Malevich": MALEVICH,
+    "Malevich_v2": MALEVICH_V2,
+    "Emojich": EMOJICH,
     "Surrealist_XL": SURREALIST_XL,
     "Kandinsky": KANDINSKY,
     "dummy": DUMMY,
@@ -132,7 +167,13 @@ def layer_mask_kind(layer: int, num_layers: int) -> MaskKind:
 
 
 def attention_mask(
-    kind: MaskKind, text_seq_length: int, image_tokens_per_dim: int, conv_kernel: int = 11, device: Any = None
+    kind: MaskKind,
+    text_seq_length: int,
+    image_tokens_per_dim: int,
+    conv_kernel: int = 11,
+    device: Any = None,
+    *,
+    wrap: bool = False,
 ) -> Tensor:
     """``mask[q, k]``: may position ``q`` attend to position ``k``? A ``(T, T)`` bool tensor.
 
@@ -143,7 +184,12 @@ def attention_mask(
       row so far plus the row above from the query's column on;
     * column: ``d`` is a multiple of ``image_tokens_per_dim``: the same column in the rows above;
     * conv: ``q``'s cell lies in the ``conv_kernel × conv_kernel`` window around ``k``'s cell (ru-dalle clamps the
-      window to the grid, which is the same as ``|Δrow| <= kernel // 2`` and ``|Δcol| <= kernel // 2``).
+      window to the grid, which is the same as ``|Δrow| <= kernel // 2`` and ``|Δcol| <= kernel // 2``). With
+      ``wrap`` (v2) the window's cells are taken modulo the side instead: the distances are measured around the
+      grid, as on a torus (the window of a cell at the right edge takes in the left columns, the bottom row's the top).
+
+    The masks are indexed by sequence position: a v2 network, whose sequence is one longer in front, uses the same
+    masks, so for it the last text id falls under the image rule (as cell 0) and image token ``j`` as cell ``j + 1``.
     """
     total = text_seq_length + image_tokens_per_dim**2
     pos = torch.arange(total, device=device)
@@ -158,11 +204,20 @@ def attention_mask(
         cell = (pos - text_seq_length).clamp(min=0)
         row, col = cell // image_tokens_per_dim, cell % image_tokens_per_dim
         half = conv_kernel // 2
-        near = ((row[:, None] - row[None, :]).abs() <= half) & ((col[:, None] - col[None, :]).abs() <= half)
-        allowed = near | (d == 0)
+        d_row, d_col = (row[:, None] - row[None, :]).abs(), (col[:, None] - col[None, :]).abs()
+        if wrap:
+            d_row = torch.minimum(d_row, image_tokens_per_dim - d_row)
+            d_col = torch.minimum(d_col, image_tokens_per_dim - d_col)
+        allowed = ((d_row <= half) & (d_col <= half)) | (d == 0)
     else:
         raise ValueError(f"unknown mask kind {kind!r}")
     return causal & (allowed | (k < text_seq_length))
+
+
+def config_mask(config: DalleConfig, kind: MaskKind, device: Any = None) -> Tensor:
+    """The ``kind`` mask of a network of ``config`` (its sizes, kernel and version)."""
+    return attention_mask(kind, config.text_seq_length, config.image_tokens_per_dim, config.conv_kernel, device,
+                          wrap=config.conv_wraps)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,12 +231,19 @@ class DalleCache:
     move ~450 MB per Malevich image per step).
     """
 
-    def __init__(self, num_layers: int, capacity: int) -> None:
+    def __init__(self, num_layers: int, capacity: int, lead: int = 0) -> None:
         self.capacity = capacity
         self.length = 0
         """Positions already in the cache; the next call's tokens start here."""
+        self.lead = lead
+        """Positions the network adds before the ids it is given (v2's token 2)."""
         self._keys: list[Tensor | None] = [None] * num_layers
         self._values: list[Tensor | None] = [None] * num_layers
+
+    @property
+    def fed(self) -> int:
+        """Input ids seen so far: the positions without the network's lead token (equal to ``length`` for v3)."""
+        return max(0, self.length - self.lead)
 
     def extend(self, layer: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Store ``(B, heads, n, head_dim)`` new keys/values after the cached ones; return all of them."""
@@ -293,8 +355,7 @@ class DalleTransformer(nn.Module):
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
         self.mask_kinds: list[MaskKind] = [layer_mask_kind(i, config.num_layers) for i in range(config.num_layers)]
         for kind in ("row", "column", "conv"):
-            mask = attention_mask(kind, config.text_seq_length, config.image_tokens_per_dim, config.conv_kernel)
-            self.register_buffer(self._buffer_name(kind), mask, persistent=False)
+            self.register_buffer(self._buffer_name(kind), config_mask(config, kind), persistent=False)
         self.register_load_state_dict_pre_hook(DalleTransformer._drop_saved_masks)
 
     @staticmethod
@@ -351,15 +412,26 @@ class DalleModel(nn.Module):
 
     def new_cache(self) -> DalleCache:
         """An empty cache for the incremental forward (its buffers take batch, dtype, device from the first call)."""
-        return DalleCache(self.config.num_layers, self.config.total_seq_length)
+        return DalleCache(self.config.num_layers, self.config.total_seq_length, self.config.lead_tokens)
 
     def embed(self, input_ids: Tensor, start: int = 0) -> Tensor:
-        """Token + position embeddings of ``input_ids`` ``(B, n)`` standing at positions ``start …``."""
+        """Token + position embeddings of ``input_ids`` ``(B, n)``, the ids ``start …`` of the input.
+
+        v3: input id ``i`` is sequence position ``i``. v2 (ru-dalle's ``hf_version='v2'`` forward): token 2 comes
+        first (with ``start == 0``), text id ``p`` sits at position ``p + 1`` (its pad token still the one of
+        ``p``), image id ``j`` at ``text_seq_length + 1 + j`` (its row and column embeddings still those of ``j``),
+        and positions past ``total_seq_length`` are dropped, so the last image id is never read.
+        """
         cfg = self.config
         n = input_ids.shape[1]
         if start + n > cfg.total_seq_length:
             raise ValueError(f"positions {start}…{start + n - 1} run past the sequence ({cfg.total_seq_length})")
         device = input_ids.device
+        lead = cfg.lead_tokens
+        position = 0 if start == 0 else start + lead  # the sequence position of the first embedding made
+        room = cfg.total_seq_length - position
+        if room <= 0:
+            raise ValueError(f"the {cfg.hf_version} network reads no input id past {cfg.total_seq_length - lead - 1}")
         parts = []
         n_text = max(0, min(n, cfg.text_seq_length - start))
         if n_text:
@@ -367,6 +439,11 @@ class DalleModel(nn.Module):
             text = input_ids[:, :n_text]
             # A pad (id 0) at position p reads the p-th pad token at the end of the text vocabulary.
             text = torch.where(text == 0, pos + (cfg.vocab_size - cfg.text_seq_length), text)
+            if lead and start == 0:  # v2: token 2 before the text
+                text = torch.cat([text.new_full((text.shape[0], lead), V2_LEAD_TOKEN), text], dim=1)
+                pos = torch.arange(start + n_text + lead, device=device)
+            else:
+                pos = pos + lead
             parts.append(self.text_embeddings(text) + self.text_pos_embeddings(pos))
         if n > n_text:
             cell = torch.arange(start + n_text, start + n, device=device) - cfg.text_seq_length
@@ -375,20 +452,24 @@ class DalleModel(nn.Module):
             col = self.image_col_embeddings(cell % cfg.image_tokens_per_dim)
             parts.append(self.image_embeddings(image) + (row + col))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        x = x[:, :room]  # v2: the lead token pushes the last image id out of the sequence
         return x * EMBEDDING_GRAD_SHRINK + x.detach() * (1 - EMBEDDING_GRAD_SHRINK)
 
     def forward(self, input_ids: Tensor, cache: DalleCache | None = None, *, only_last: bool = False) -> Tensor:
         """Logits ``(B, n, total_vocab_size)`` for the given tokens.
 
         Without a cache ``input_ids`` is the sequence from position 0 (text first, then image ids in
-        ``[0, image_vocab_size)``). With one, it holds only the tokens after the ``cache.length`` already seen,
+        ``[0, image_vocab_size)``). With one, it holds only the tokens after the ``cache.fed`` already seen,
         and the cache grows by them. ``only_last`` runs the head on the last position alone (sampling needs no
-        more). The image logits are columns ``vocab_size:``.
+        more). The image logits are columns ``vocab_size:``. A v2 network returns one more position in front (its
+        token 2; ``n + 1`` positions for a call from 0, at most ``total_seq_length``): in both versions the last
+        position's logits are those of the id after the last one given.
         """
-        start = 0 if cache is None else cache.length
-        x = self.transformer(self.embed(input_ids, start), start, cache)
+        start = 0 if cache is None else cache.fed
+        position = 0 if cache is None else cache.length
+        x = self.transformer(self.embed(input_ids, start), position, cache)
         if cache is not None:
-            cache.length += input_ids.shape[1]
+            cache.length += x.shape[1]
         if only_last:
             x = x[:, -1:]
         return self.to_logits(x)

@@ -115,9 +115,11 @@ class Run:
         *,
         settings: SettingsRecord | None = None,
         text: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Path:
-        """A finished picture in the folder, with the settings that make it again."""
-        return png.save_png(image, self.folder / name, self.metadata(step, settings), text)
+        """A finished picture in the folder, with the settings that make it again; ``extra`` (JSON-ready) goes
+        beside them in its metadata (``dalle --rerank-clip``: the picture's score)."""
+        return png.save_png(image, self.folder / name, {**self.metadata(step, settings), **(extra or {})}, text)
 
     def save_upscaled(
         self,
