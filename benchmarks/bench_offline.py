@@ -16,9 +16,10 @@ same colour and other shapes), and for comparison the judge's rate on *real* hel
 same concepts.
 
 ``--method dalle`` draws with ``dreamcanvas dalle`` (``--dalle-model``, by default the bundled tiny DALL-E,
-which trained on halves a and b in English and Russian); ``--language ru`` asks it in Russian (the corpus'
-Russian caption of each prompt, :func:`dreamcanvas.data.russian.russian_caption`) while the judge, an English
-CLIP, still scores the English prompt, so the two languages meet the same prompts, seeds and distractors. For
+which trained on halves a and b in English and Russian). ``--language ru`` asks the drawer (the guide of
+``generate``, or the DALL-E) in Russian (the corpus' Russian caption of each prompt,
+:func:`dreamcanvas.data.russian.russian_caption`) while the judge still scores the English prompt, so the two
+languages meet the same prompts, seeds and distractors. For
 dalle the corpus-object pool keeps only concepts with a Russian translation, in both languages.
 
 ``--corpus-objects N`` adds N object prompts *of the corpus* (clip-art and emoji concepts of halves a and b),
@@ -41,6 +42,7 @@ from pathlib import Path
 import torch
 
 from dreamcanvas.data.clipart import SHAPES
+from dreamcanvas.data.russian import russian_caption
 from dreamcanvas.engine import generate
 from dreamcanvas.outputs.png import load_image
 from dreamcanvas.perceptor.clip import ClipPerceptor, load_perceptor
@@ -135,7 +137,7 @@ def main() -> None:
     parser.add_argument("--method", default="generate", choices=("generate", "sd", "dalle"),
                         help="who draws the pictures")  # fmt: skip
     parser.add_argument("--dalle-model", default="bundled:dalle", help="--method dalle: the model (any --model)")
-    parser.add_argument("--language", default="en", choices=("en", "ru"), help="--method dalle: ask in this")
+    parser.add_argument("--language", default="en", choices=("en", "ru"), help="ask the drawer in this language")
     parser.add_argument("--sd-model", default="bundled:tiny-sd", help="--method sd: the model (any sd --model)")
     parser.add_argument("--sd-steps", type=int, default=20)
     parser.add_argument("--sd-guidance", type=float, default=4.0)
@@ -182,7 +184,6 @@ def main() -> None:
         from dreamcanvas.dalle import run as dalle_run
         from dreamcanvas.dalle.models import load_parts as load_dalle_parts
         from dreamcanvas.dalle.settings import DalleSettings
-        from dreamcanvas.data.russian import russian_caption
 
         def dalle_settings(prompt: str) -> DalleSettings:
             return DalleSettings(prompt=prompt, model=args.dalle_model, seed=args.seed, **overrides)
@@ -222,7 +223,7 @@ def main() -> None:
                     shutil.copy(result.pictures[0], args.keep / f"{prompt.replace(' ', '_')}.png")
             return picture, time.perf_counter() - start
         settings = GenerateSettings(
-            prompts=[prompt],
+            prompts=[in_language(prompt)],
             generator=args.generator,
             width=args.size,
             height=args.size,

@@ -30,7 +30,7 @@ from helpers import one_error_line, run_cli
 from PIL import Image
 from test_dalle import TINY as CLI_TINY
 from test_dalle import args, make_models, settings_of
-from test_rudalle_model import malevich_expected_shapes
+from test_rudalle_model import TINY, malevich_expected_shapes
 
 from dreamcanvas.dalle.models import (
     CHECKPOINT_NAME,
@@ -55,17 +55,8 @@ from dreamcanvas.models.rudalle import (
     layer_mask_kind,
 )
 
-TINY_V2 = DalleConfig(
-    num_layers=4,  # row, column, row, conv
-    hidden_size=64,
-    num_attention_heads=4,
-    text_seq_length=8,
-    image_tokens_per_dim=4,
-    vocab_size=40 + 8,
-    image_vocab_size=32,
-    conv_kernel=3,  # on a 4×4 grid a 3×3 window wraps (ru-dalle's 11 would cover it whole either way)
-    hf_version="v2",
-)
+TINY_V2 = dataclasses.replace(TINY, hf_version="v2")
+"""test_rudalle_model's tiny network as v2: on its 4x4 grid the 3x3 conv window wraps."""
 TEXT = torch.tensor([2, 17, 33, 5, 3, 0, 0, 0])  # bos, three words, eos, pads (id 0)
 SAMPLED = {"temperature": 1.3, "top_k": 12, "top_p": 0.9}
 

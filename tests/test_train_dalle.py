@@ -301,3 +301,30 @@ def test_the_bundled_dalle_draws_the_colour_it_is_asked_for_in_both_languages() 
     for red, blue in (("a red circle", "a blue circle"), ("красный круг", "синий круг"),
                       ("a red star", "a blue star"), ("красная звезда", "синяя звезда")):  # fmt: skip
         assert redness(red) > redness(blue) + 0.1, (red, blue)
+
+
+# ----------------------------------------------------------------------------------------------- Russian for train clip
+def test_pairs_in_languages_follow_each_english_pair_with_its_russian_one(corpus: Path) -> None:
+    from dreamcanvas.data.captions import load_pairs
+    from dreamcanvas.data.russian import in_languages, parse_languages
+
+    pairs = load_pairs(corpus, split="a")
+    both = in_languages(pairs, parse_languages("en,ru"))
+    assert [index for index, _ in both] == [i for i in range(len(pairs)) for _ in range(2)]
+    assert [pair.caption for _, pair in both[:2]] == ["a red circle", "красный круг"]  # files in sorted order
+    assert all(pair.image == pairs[index].image for index, pair in both)
+    assert [pair.caption for _, pair in in_languages(pairs, ("ru",))][:1] == ["красный круг"]
+    with pytest.raises(DreamcanvasError, match="give en, ru or en,ru"):
+        parse_languages("en,en")
+
+
+def test_train_clip_learns_from_the_russian_captions_too(corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "clip"
+    code, printed, err = run_cli(["train", "clip", corpus, "--out", out, "--config", "tiny", "--epochs", 1,
+                                  "--batch-size", 4, "--languages", "en,ru", "--eval-split", "",
+                                  "--precision", "fp32"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "18 training pairs" in printed + err  # 9 entries (eval split off), each in English and Russian
+    code, _, err = run_cli(["train", "clip", corpus, "--out", tmp_path / "no", "--languages", "de"], capsys)
+    assert "--languages 'de'" in one_error_line(code, err)
+    assert not (tmp_path / "no").exists()

@@ -86,6 +86,14 @@ def train_clip_command(
         typer.Option(help="Held-out split for text->image retrieval at the end ('' for none).", rich_help_panel=DATA),
     ] = "test",
     augment: Annotated[bool, typer.Option(help="Random crops, blur, noise and erasing.", rich_help_panel=DATA)] = True,
+    languages: Annotated[
+        str,
+        typer.Option(
+            help="en: each picture's caption; en,ru: also its Russian caption (the clip-art corpus' words in Russian), "
+            "each a training pair of its own.",
+            rich_help_panel=DATA,
+        ),
+    ] = "en",
     resume: Annotated[bool, resume_option(RUN)] = False,
     checkpoint_every: Annotated[
         int,
@@ -115,8 +123,8 @@ def train_clip_command(
     options = TrainOptions(
         data_dir=data_dir, out=out, config=config, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
         warmup_steps=warmup_steps, seed=seed, precision=precision, split=split, eval_split=eval_split or None,
-        augment=augment, checkpoint_every=checkpoint_every, max_steps=max_steps, max_minutes=max_minutes,
-        export_dtype=export_dtype, threads=threads,
+        augment=augment, languages=languages, checkpoint_every=checkpoint_every, max_steps=max_steps,
+        max_minutes=max_minutes, export_dtype=export_dtype, threads=threads,
     )  # fmt: skip
     if resume:
         explicit = typed_flags(ctx)

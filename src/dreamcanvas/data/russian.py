@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from dreamcanvas.data.captions import Pair
+from dreamcanvas.errors import DreamcanvasError
+
 GENDERS = ("m", "f", "n", "pl")
+LANGUAGES = ("en", "ru")
 
 COLOUR_STEMS = {
     "red": "красн", "orange": "оранжев", "yellow": "жёлт", "green": "зелён", "blue": "син", "purple": "фиолетов",
@@ -172,3 +176,34 @@ def russian_caption(english: str, concepts_of_picture: tuple[str, ...]) -> str |
     else:
         text = _plain(body, names)
     return None if text is None else text + background
+
+
+# ------------------------------------------------------------------------------------------------ training pairs
+def parse_languages(text: str, flag: str = "--languages") -> tuple[str, ...]:
+    """``"en,ru"`` -> ``("en", "ru")``; anything else is one line naming the flag."""
+    chosen = tuple(part for part in text.replace(" ", "").split(",") if part)
+    if not chosen or any(part not in LANGUAGES for part in chosen) or len(set(chosen)) != len(chosen):
+        raise DreamcanvasError(f"{flag} {text!r}: give en, ru or en,ru")
+    return chosen
+
+
+def russian_pair(pair: Pair) -> Pair | None:
+    """The same picture with its caption in Russian (concepts from ``captions.jsonl``), or ``None``."""
+    concepts = pair.extra.get("concepts") or [pair.extra.get("concept", "")]
+    caption = russian_caption(pair.caption, tuple(str(concept) for concept in concepts))
+    return None if caption is None else Pair(pair.image, caption, {**pair.extra, "language": "ru"})
+
+
+def in_languages(pairs: list[Pair], languages: tuple[str, ...]) -> list[tuple[int, Pair]]:
+    """``(index of the pair, pair)`` for each pair's caption in every language of ``languages`` that it has
+    (English is the caption itself), each language's right after the English one; a trainer sees each as an
+    example of its own."""
+    chosen: list[tuple[int, Pair]] = []
+    for index, pair in enumerate(pairs):
+        if "en" in languages:
+            chosen.append((index, pair))
+        if "ru" in languages and (russian := russian_pair(pair)) is not None:
+            chosen.append((index, russian))
+    if not chosen:
+        raise DreamcanvasError(f"no caption in --languages {','.join(languages)} among the training pictures")
+    return chosen

@@ -36,6 +36,7 @@ from torch import nn
 
 from dreamcanvas import memory, training
 from dreamcanvas.data.captions import Pair, load_pairs
+from dreamcanvas.data.russian import in_languages, parse_languages
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
@@ -62,7 +63,7 @@ STATE_NAME = "train_state.pt"
 REPORT_NAME = "training.json"
 MAX_LOGIT_SCALE = math.log(100)
 RESUME_FIXED = ("config", "init", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "seed",
-                "precision", "split", "eval_split", "augment")  # fmt: skip
+                "precision", "split", "eval_split", "augment", "languages")  # fmt: skip
 """Options a resumed run must share with the original, or it would not be the same run."""
 RESUME_PER_SESSION = ("data_dir", "out", "max_steps", "max_minutes", "threads")
 
@@ -85,6 +86,8 @@ class TrainOptions:
     split: str | None = None
     eval_split: str | None = "test"
     augment: bool = True
+    languages: str = "en"
+    """en: each picture's own caption; en,ru also its Russian caption (the clip-art corpus), an example of its own."""
     checkpoint_every: int = setting(500, low=1, high=100_000_000)
     max_steps: int | None = setting(None, low=1, high=100_000_000_000)
     max_minutes: float | None = setting(None, above=0, high=1e7)
@@ -443,6 +446,7 @@ def in_memory_perceptor(network: Network) -> Any:
 def validate(options: TrainOptions) -> None:
     """Every option's type and range (see :mod:`dreamcanvas.records`), before any picture is read."""
     check_record(options)
+    parse_languages(options.languages)
 
 
 def train_clip(options: TrainOptions, resume: bool = False, on_step: Callable[[StepInfo], None] | None = None,
@@ -461,6 +465,7 @@ def train_clip(options: TrainOptions, resume: bool = False, on_step: Callable[[S
 def _train(options: TrainOptions, resume: bool, on_step: Callable[[StepInfo], None] | None,
            log: Callable[[str], None], force: bool) -> TrainResult:  # fmt: skip
     pairs, eval_pairs = select_pairs(load_pairs(options.data_dir), options.split, options.eval_split)
+    pairs = [pair for _, pair in in_languages(pairs, parse_languages(options.languages))]
     pictures = len({pair.image for pair in pairs})
     memory.check_fits(memory.estimate_train_clip(options, pictures), force=force)
     network = build_network(options)

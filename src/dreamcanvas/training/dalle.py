@@ -42,7 +42,7 @@ from PIL import Image
 from dreamcanvas import memory, training
 from dreamcanvas.dalle.tokenizer import BPEModel, RudalleTokenizer
 from dreamcanvas.data.captions import Pair, load_pairs
-from dreamcanvas.data.russian import russian_caption
+from dreamcanvas.data.russian import in_languages, parse_languages
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.files.checkpoints import load_checkpoint
@@ -61,7 +61,6 @@ STATE_NAME, METRICS_NAME, SAMPLES_DIR, CODES_NAME = "train_state.pt", "metrics.j
 WEIGHTS_NAME, TOKENIZER_NAME, CONFIG_NAME = "pytorch_model.bin", "bpe.model", "config.json"
 RESUME_PER_SESSION = ("data_dir", "out", "steps", "sample_every", "checkpoint_every", "max_minutes", "threads")
 """Options a resumed run may change; all others define the run and must match the saved ones."""
-LANGUAGES = ("en", "ru")
 SAMPLE_PROMPTS = (
     "a red circle", "красный круг", "a yellow star on a blue background", "жёлтая звезда на синем фоне",
     "a green heart", "зелёное сердце", "a cat", "кошка",
@@ -126,11 +125,7 @@ class TrainDalleConfig:
     """CPU threads (default: torch's choice)."""
 
     def language_list(self) -> tuple[str, ...]:
-        chosen = tuple(part for part in self.languages.replace(" ", "").split(",") if part)
-        unknown = [part for part in chosen if part not in LANGUAGES]
-        if not chosen or unknown:
-            raise DreamcanvasError(f"--languages {self.languages!r}: give en, ru or en,ru")
-        return chosen
+        return parse_languages(self.languages)
 
     def saved(self) -> dict[str, Any]:
         return training.run_options(self, RESUME_PER_SESSION)
@@ -188,22 +183,11 @@ def draws(seed: int, step: int) -> torch.Generator:
 
 def captions_of(pairs: Sequence[Pair], languages: tuple[str, ...]) -> tuple[list[int], list[str], dict[str, int]]:
     """(picture index, caption) for every caption of every pair in the chosen languages; counts per language."""
-    owners, captions, counts = [], [], dict.fromkeys(languages, 0)
-    for index, pair in enumerate(pairs):
-        if "en" in languages:
-            owners.append(index)
-            captions.append(pair.caption)
-            counts["en"] += 1
-        if "ru" in languages:
-            concepts = pair.extra.get("concepts") or [pair.extra.get("concept", "")]
-            russian = russian_caption(pair.caption, tuple(str(c) for c in concepts))
-            if russian:
-                owners.append(index)
-                captions.append(russian)
-                counts["ru"] += 1
-    if not captions:
-        raise DreamcanvasError(f"no caption in --languages {','.join(languages)} under the training pictures")
-    return owners, captions, counts
+    shown = in_languages(list(pairs), languages)
+    counts = dict.fromkeys(languages, 0)
+    for _, pair in shown:
+        counts[pair.extra.get("language", "en")] += 1
+    return [index for index, _ in shown], [pair.caption for _, pair in shown], counts
 
 
 def text_rows(tokenizer: RudalleTokenizer, captions: Sequence[str], plain: bool = False) -> torch.Tensor:
