@@ -112,7 +112,7 @@ def default_model() -> str:
         weights.fetch_files(DEFAULT_MODEL)
         return DEFAULT_MODEL
     except ModelUnavailableError:
-        if not (weights.bundled_dir(OFFLINE_MODEL.removeprefix(weights.BUNDLED_PREFIX)) / CONFIG_NAME).is_file():
+        if _bundled_folder(OFFLINE_MODEL) is None:
             raise
         message = (f"{DEFAULT_MODEL} is not downloaded and cannot be fetched now, so the small offline model "
                    f"{OFFLINE_MODEL} draws instead (64 px clip art, English or Russian); for ruDALL-E itself run "
@@ -164,20 +164,30 @@ def _local_config(folder: Path, spec: str) -> dict[str, Any]:
     return config
 
 
+def _bundled_folder(spec: str) -> Path | None:
+    """The package's folder of ``bundled:NAME``, if this installation has that model."""
+    folder = weights.bundled_dir(spec[len(weights.BUNDLED_PREFIX) :])
+    return folder if (folder / CONFIG_NAME).is_file() else None
+
+
+def _folder_files(folder: Path, spec: str) -> tuple[Path, Path, dict[str, Any]]:
+    """``(checkpoint, bpe.model, config.json's contents)`` of a model folder, bundled or local."""
+    checkpoint = _local_checkpoint(folder, spec)
+    tokenizer = folder / TOKENIZER_NAME
+    if not tokenizer.is_file():
+        raise DreamcanvasError(f"--model {spec} has no {TOKENIZER_NAME} (ruDALL-E's YouTokenToMe tokenizer)")
+    return checkpoint, tokenizer, _local_config(folder, spec)
+
+
 def model_files(spec: str) -> tuple[Path, Path, dict[str, Any]]:
     """``(checkpoint, bpe.model, config.json's contents)`` of ``--model``; registered files are fetched."""
     if spec.startswith(weights.BUNDLED_PREFIX):
-        folder = weights.bundled_dir(spec[len(weights.BUNDLED_PREFIX) :])
-        if not (folder / CONFIG_NAME).is_file():
+        folder = _bundled_folder(spec)
+        if folder is None:
             raise DreamcanvasError(f"no bundled ruDALL-E model {spec!r} in this installation")
-        return _local_checkpoint(folder, spec), folder / TOKENIZER_NAME, _local_config(folder, spec)
+        return _folder_files(folder, spec)
     if spec.startswith(weights.LOCAL_PREFIX):
-        folder = _local_folder(spec)
-        checkpoint = _local_checkpoint(folder, spec)
-        tokenizer = folder / TOKENIZER_NAME
-        if not tokenizer.is_file():
-            raise DreamcanvasError(f"--model {spec} has no {TOKENIZER_NAME} (ruDALL-E's YouTokenToMe tokenizer)")
-        return checkpoint, tokenizer, _local_config(folder, spec)
+        return _folder_files(_local_folder(spec), spec)
     source = weights.find_source(spec)
     if source is None or source.kind != KIND:
         raise DreamcanvasError(f"unknown ruDALL-E model {spec!r}; choose one of: {', '.join(known_models())}, or "
@@ -201,8 +211,8 @@ def vqgan_files(spec: str) -> tuple[Path, Path]:
 def find_files(settings: DalleSettings) -> DalleFiles:
     """Every file of the run, or the one line saying which is missing; nothing is loaded."""
     checkpoint, tokenizer, config = model_files(settings.model)
-    vqgan_spec = settings.vqgan or config.pop(VQGAN_KEY, "") or DEFAULT_VQGAN
-    config.pop(VQGAN_KEY, None)
+    own_vqgan = config.pop(VQGAN_KEY, "")  # not a network setting: config_from_state never sees it
+    vqgan_spec = settings.vqgan or own_vqgan or DEFAULT_VQGAN
     vqgan_config, vqgan_checkpoint = vqgan_files(vqgan_spec)
     return DalleFiles(checkpoint, tokenizer, vqgan_config, vqgan_checkpoint, config, vqgan_spec)
 
@@ -371,13 +381,13 @@ def load_parts(settings: DalleSettings, *, force: bool = False) -> DalleParts | 
     return DalleParts(model, tokenizer, vqgan, dtype, files)
 
 
-def image_tokens(spec: str) -> int:
+def image_tokens(spec: str, size: int = 0) -> int:
     """Image tokens of a finished picture of ``--model`` (1024 for Malevich), read without loading the weights;
-    0 when it cannot be told now (a taming model: its trained grid, 256 for taming-cin)."""
+    0 when it cannot be told now (a taming model: its codes at ``--size``, 256 for taming-cin at its own 256 px)."""
     from dreamcanvas.dalle.taming import image_codes, is_taming
 
     if is_taming(spec):
-        return image_codes(spec)
+        return image_codes(spec, size)
     registered = REGISTERED_CONFIGS.get(spec)
     if registered is not None:
         return registered.image_seq_length

@@ -48,10 +48,11 @@ SHAPES = {
 PATTERNS = {"striped": "полосат", "checked": "клетчат", "outlined": "контурн", "two-tone": "двухцветн"}
 
 PLAIN_TEMPLATES = {
-    "{}": "{}", "a drawing of {}": "рисунок: {}", "clip art of {}": "клипарт: {}", "a picture of {}": "картинка: {}",
+    "a drawing of {}": "рисунок: {}", "clip art of {}": "клипарт: {}", "a picture of {}": "картинка: {}",
     "{} emoji": "{}, эмодзи", "an emoji of {}": "эмодзи: {}",
 }  # fmt: skip
-"""The English templates of a plain picture (:data:`dreamcanvas.data.clipart.PLAIN_TEMPLATES`) in Russian."""
+"""The English templates of a plain picture (:data:`dreamcanvas.data.clipart.PLAIN_TEMPLATES`) in Russian; the
+bare ``"{}"`` is the object phrase alone in both."""
 
 
 def adjective(stem: str, gender: str) -> str:
@@ -149,10 +150,9 @@ def _plain(body: str, names: tuple[str, ...]) -> str | None:
         prefix, _, suffix = english.partition("{}")
         if body.startswith(prefix) and body.endswith(suffix) and len(body) > len(prefix) + len(suffix):
             phrase = object_phrase(body[len(prefix) : len(body) - len(suffix)], names)
-            if phrase is not None and english != "{}":
+            if phrase is not None:
                 return russian.format(phrase)
-    phrase = object_phrase(body, names)
-    return phrase
+    return object_phrase(body, names)
 
 
 def russian_caption(english: str, concepts_of_picture: tuple[str, ...]) -> str | None:

@@ -44,9 +44,8 @@ def changes(stored: DalleSettings, wanted: DalleSettings) -> list[str]:
 def total_steps(settings: DalleSettings) -> int:
     """Image tokens of a finished picture (read from the model's shape; 0 when it cannot be told now)."""
     from dreamcanvas.dalle.models import image_tokens
-    from dreamcanvas.dalle.taming import image_codes, is_taming
 
-    return image_codes(settings.model, settings.size) if is_taming(settings.model) else image_tokens(settings.model)
+    return image_tokens(settings.model, settings.size)
 
 
 def finished_files(settings: DalleSettings) -> list[str]:

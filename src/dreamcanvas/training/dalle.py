@@ -41,7 +41,7 @@ from PIL import Image
 
 from dreamcanvas import memory, training
 from dreamcanvas.dalle.tokenizer import BPEModel, RudalleTokenizer
-from dreamcanvas.data.captions import Pair, load_pairs
+from dreamcanvas.data.captions import Pair, iter_images, load_pairs
 from dreamcanvas.data.russian import in_languages, parse_languages
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
@@ -55,7 +55,7 @@ from dreamcanvas.training.bpe import learn_bpe, save_bpe
 from dreamcanvas.training.clip import select_pairs
 from dreamcanvas.training.diffusion import autocast
 from dreamcanvas.training.loop import StepInfo, epoch_batch, train_until
-from dreamcanvas.training.vqgan import open_picture
+from dreamcanvas.training.vqgan import center_crop, open_picture
 
 STATE_NAME, METRICS_NAME, SAMPLES_DIR, CODES_NAME = "train_state.pt", "metrics.json", "samples", "codes.pt"
 WEIGHTS_NAME, TOKENIZER_NAME, CONFIG_NAME = "pytorch_model.bin", "bpe.model", "config.json"
@@ -190,9 +190,8 @@ def captions_of(pairs: Sequence[Pair], languages: tuple[str, ...]) -> tuple[list
     return [index for index, _ in shown], [pair.caption for _, pair in shown], counts
 
 
-def text_rows(tokenizer: RudalleTokenizer, captions: Sequence[str], plain: bool = False) -> torch.Tensor:
-    rows = [tokenizer.encode_text(c.replace("ё", "е") if plain else c) for c in captions]
-    return torch.stack(rows)
+def text_rows(tokenizer: RudalleTokenizer, captions: Sequence[str]) -> torch.Tensor:
+    return torch.stack([tokenizer.encode_text(caption) for caption in captions])
 
 
 def fingerprint(pairs: Sequence[Pair], root: Path, vqgan_checkpoint: Path) -> str:
@@ -212,12 +211,8 @@ def encode_pictures(vqgan: VQGAN, pairs: Sequence[Pair], precision: str, log: Ca
     size = vqgan.config.ddconfig["resolution"]
     codes = []
     for start in range(0, len(pairs), ENCODE_BATCH):
-        chunk = [open_picture(pair.image, size) for pair in pairs[start : start + ENCODE_BATCH]]
-        crops = []
-        for picture in chunk:
-            top, left = (picture.shape[1] - size) // 2, (picture.shape[2] - size) // 2
-            crops.append(picture[:, top : top + size, left : left + size])
-        pictures = torch.stack(crops).float() / 127.5 - 1
+        chunk = [center_crop(open_picture(pair.image, size), size) for pair in pairs[start : start + ENCODE_BATCH]]
+        pictures = torch.stack(chunk).float() / 127.5 - 1
         with autocast(precision):  # the encoder in bf16 where asked; the nearest code is found in fp32
             latent = vqgan.encode(pictures)
         codes.append(vqgan.codes(latent.float()).flatten(1))
@@ -232,20 +227,21 @@ def load_examples(config: TrainDalleConfig, vqgan: VQGAN, vqgan_checkpoint: Path
     pairs, _ = select_pairs(load_pairs(config.data_dir), config.split or None, EVAL_SPLIT)
     owners, captions, counts = captions_of(pairs, config.language_list())
     plains = [caption.replace("ё", "е") for caption in captions]
-    print_ = fingerprint(pairs, config.data_dir, vqgan_checkpoint)
+    data_fingerprint = fingerprint(pairs, config.data_dir, vqgan_checkpoint)
     if not resume:
         save_bpe(learn_bpe([*captions, *plains], config.vocab_size), tokenizer_path)
     tokenizer = RudalleTokenizer(BPEModel.load(tokenizer_path), config.text_length)
     codes_path = config.out / CODES_NAME
     cached = load_checkpoint(codes_path, "codes") if codes_path.is_file() else None
-    if isinstance(cached, dict) and cached.get("fingerprint") == print_ and torch.is_tensor(cached.get("codes")):
+    fits = isinstance(cached, dict) and cached.get("fingerprint") == data_fingerprint
+    if fits and torch.is_tensor(cached.get("codes")):
         codes = cached["codes"]
     else:
         log(f"encoding {len(pairs)} pictures through the VQGAN (once; kept in {codes_path})")
         codes = encode_pictures(vqgan, pairs, config.precision, log)
-        atomic.save_torch(codes_path, {"fingerprint": print_, "codes": codes.to(torch.int16)})
+        atomic.save_torch(codes_path, {"fingerprint": data_fingerprint, "codes": codes.to(torch.int16)})
     examples = Examples(codes.long(), torch.tensor(owners), text_rows(tokenizer, captions),
-                        text_rows(tokenizer, captions, plain=True), captions, print_, counts)  # fmt: skip
+                        text_rows(tokenizer, plains), captions, data_fingerprint, counts)  # fmt: skip
     return examples, tokenizer
 
 
@@ -429,7 +425,7 @@ def _train(config: TrainDalleConfig, resume: bool, on_step: Callable[[StepInfo],
         raise DreamcanvasError(f"no such data folder: {config.data_dir}")
     vqgan_config, vqgan_checkpoint = vqgan_files(config.vqgan)
     vqgan = load_vqgan(vqgan_config, vqgan_checkpoint).eval().requires_grad_(False)
-    pictures = sum(1 for _ in config.data_dir.rglob("*.png"))
+    pictures = sum(1 for _ in iter_images(config.data_dir))
     side = vqgan.config.ddconfig["resolution"] // vqgan.factor
     memory.check_fits(estimate(config, pictures, side * side, vqgan.config.n_embed), force=force)
     examples, tokenizer = load_examples(config, vqgan, vqgan_checkpoint, config.out / TOKENIZER_NAME, resume, log)
