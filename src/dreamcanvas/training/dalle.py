@@ -221,6 +221,11 @@ def encode_pictures(vqgan: VQGAN, pairs: Sequence[Pair], precision: str, log: Ca
     return torch.cat(codes).long()
 
 
+def code_dtype(vqgan: VQGAN) -> torch.dtype:
+    """The smallest integer type that holds every code index (int16 for codebooks of up to 32,768)."""
+    return torch.int16 if vqgan.config.n_embed <= 2**15 else torch.int32
+
+
 def load_examples(config: TrainDalleConfig, vqgan: VQGAN, vqgan_checkpoint: Path, tokenizer_path: Path,
                   resume: bool, log: Callable[[str], None]) -> tuple[Examples, RudalleTokenizer]:  # fmt: skip
     """The training set, the tokenizer (learned now, or read back on resume) and the codes (cached)."""
@@ -239,7 +244,7 @@ def load_examples(config: TrainDalleConfig, vqgan: VQGAN, vqgan_checkpoint: Path
     else:
         log(f"encoding {len(pairs)} pictures through the VQGAN (once; kept in {codes_path})")
         codes = encode_pictures(vqgan, pairs, config.precision, log)
-        atomic.save_torch(codes_path, {"fingerprint": data_fingerprint, "codes": codes.to(torch.int16)})
+        atomic.save_torch(codes_path, {"fingerprint": data_fingerprint, "codes": codes.to(code_dtype(vqgan))})
     examples = Examples(codes.long(), torch.tensor(owners), text_rows(tokenizer, captions),
                         text_rows(tokenizer, plains), captions, data_fingerprint, counts)  # fmt: skip
     return examples, tokenizer
