@@ -205,7 +205,7 @@ def captions_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TRAIN_CLIP_FLAGS = {
     "--epochs": HOSTILE, "--batch-size": HOSTILE, "--lr": HOSTILE, "--warmup-steps": HOSTILE, "--seed": HOSTILE,
     "--checkpoint-every": HOSTILE, "--max-steps": HOSTILE, "--max-minutes": HOSTILE, "--threads": HOSTILE,
-    "--precision": HOSTILE | st.sampled_from(["bf16", "fp32"]), "--export-dtype": HOSTILE | st.just("fp32"),
+    "--precision": HOSTILE | st.sampled_from(["auto", "bf16", "fp32"]), "--export-dtype": HOSTILE | st.just("fp32"),
     "--split": HOSTILE | st.sampled_from(["a", "all"]), "--eval-split": HOSTILE | st.just(""),
     "--config": HOSTILE | st.sampled_from(["tiny", "{}", '{"embed_dim": 8}', "missing.json", "notes.txt"]),
     "--init": HOSTILE | st.sampled_from(["local-dir:missing"]),
@@ -355,7 +355,7 @@ TRAIN_SD_FLAGS: dict[str, st.SearchStrategy] = {
     "--steps": _or_hostile("1", "3"), "--batch-size": _or_hostile("1", "3"), "--lr": _or_hostile("1e-4", "0.01"),
     "--warmup-steps": _or_hostile("0", "5"), "--ema": _or_hostile("0", "0.9"), "--snr-gamma": _or_hostile("0", "1"),
     "--caption-dropout": _or_hostile("0", "1"), "--seed": _or_hostile("0", "7"),
-    "--precision": _or_hostile("bf16", "fp32"), "--prediction": _or_hostile("epsilon", "v_prediction"),
+    "--precision": _or_hostile("auto", "bf16", "fp32"), "--prediction": _or_hostile("epsilon", "v_prediction"),
     "--split": _or_hostile("a", "b", "test", "all"),
     "--init": HOSTILE | st.sampled_from(["sd-turbo", "local:missing", "bundled:nope"]),
     "--max-minutes": _or_hostile("10", "0.5"), "--threads": _or_hostile("1"),

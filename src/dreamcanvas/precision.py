@@ -28,6 +28,12 @@ def resolve_precision(precision: str) -> torch.dtype | None:
     return None
 
 
+def concrete_precision(precision: str) -> str:
+    """``auto`` as this CPU resolves it, ``bf16`` or ``fp32``: what a trainer records for its run, so that
+    ``--resume`` keeps the run's arithmetic wherever it continues (and an emulated bf16 is never a default)."""
+    return "bf16" if resolve_precision(precision) is torch.bfloat16 else "fp32"
+
+
 def working_dtype(precision: str) -> torch.dtype:
     """``--precision`` as the dtype a method computes in: bf16 or fp32."""
     return resolve_precision(precision) or torch.float32

@@ -16,6 +16,15 @@ THREADS_HELP = (
 )
 
 
+def precision_option(bf16_gain: str, panel: str | None = None) -> Any:
+    """A trainer's ``--precision auto|bf16|fp32``; ``bf16_gain`` is what bf16 measured for it (e.g. "2x")."""
+    return typer.Option(
+        help=f"auto (bf16 autocast where the CPU has native bf16, AMX or AVX512-BF16: about {bf16_gain} faster; fp32 "
+        "elsewhere, where bf16 is emulated and many times slower), bf16 or fp32.",
+        rich_help_panel=panel,
+    )
+
+
 def pictures_folder_argument() -> Any:
     """The folder a trainer learns from."""
     return typer.Argument(

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dreamcanvas.cli import run_trainer, say, train_app, training_summary, typed_flags
-from dreamcanvas.cli.options import force_option, max_minutes_option, quiet_option, resume_option, threads_option
+from dreamcanvas.cli.options import (
+    force_option,
+    max_minutes_option,
+    precision_option,
+    quiet_option,
+    resume_option,
+    threads_option,
+)
 from dreamcanvas.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -70,9 +77,7 @@ def train_clip_command(
             help="Seeds the initial weights, the batch order and the augmentations.", rich_help_panel=SCHEDULE
         ),
     ] = 0,
-    precision: Annotated[
-        str, typer.Option(help="bf16 (autocast; about 2x faster on CPU) or fp32.", rich_help_panel=SCHEDULE)
-    ] = "bf16",
+    precision: Annotated[str, precision_option("2x", SCHEDULE)] = "auto",
     split: Annotated[
         str | None,
         typer.Option(

@@ -12,6 +12,7 @@ from dreamcanvas.cli.options import (
     force_option,
     max_minutes_option,
     pictures_folder_argument,
+    precision_option,
     quiet_option,
     resume_option,
     threads_option,
@@ -92,12 +93,7 @@ def train_gan_command(
             rich_help_panel=SCHEDULE,
         ),
     ] = 0.999,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="bf16 (autocast; about 2x faster on CPUs with native bf16) or fp32.", rich_help_panel=SCHEDULE
-        ),
-    ] = "bf16",
+    precision: Annotated[str, precision_option("2x", SCHEDULE)] = "auto",
     seed: Annotated[
         int,
         typer.Option(

@@ -12,6 +12,7 @@ from dreamcanvas.cli.options import (
     force_option,
     max_minutes_option,
     pictures_folder_argument,
+    precision_option,
     quiet_option,
     resume_option,
     threads_option,
@@ -106,9 +107,7 @@ def train_vqgan_command(
             help="Every N steps, move unused codebook rows onto encoder outputs (0: never).", rich_help_panel=SCHEDULE
         ),
     ] = 100,
-    precision: Annotated[
-        str, typer.Option(help="bf16 (autocast; about 2.5x faster on CPUs with AMX) or fp32.", rich_help_panel=SCHEDULE)
-    ] = "bf16",
+    precision: Annotated[str, precision_option("2.5x", SCHEDULE)] = "auto",
     val_fraction: Annotated[
         float,
         typer.Option(
@@ -156,8 +155,10 @@ def train_vqgan_command(
     progress = _TrainVQGANProgress("train vqgan")
     state_path = config.out / STATE_NAME
     result = run_trainer(train_vqgan, config, progress, state_path, resume=resume, quiet=quiet, force=force)
-    log(f"{training_summary(result, f'{result.steps_per_s:.2f} steps/s')}; "
-        f"use it with --generator vqgan --vqgan-model local:{result.out}")
+    log(
+        f"{training_summary(result, f'{result.steps_per_s:.2f} steps/s')}; "
+        f"use it with --generator vqgan --vqgan-model local:{result.out}"
+    )
     held_out = result.metrics.get("held_out")
     if held_out:
         log(f"held-out reconstruction: L1 {held_out['l1']:.4f}, PSNR {held_out['psnr']:.1f} dB, "

@@ -369,7 +369,8 @@ def estimate_style(largest: tuple[int, int], optimizer: str, lbfgs_history: int,
 
 # ---------------------------------------------------------------------------------------------- trainers
 def _train_dtype_bytes(precision: str) -> int:
-    return FLOAT32 if precision == "fp32" else BFLOAT16
+    """Bytes per activation of a trainer's ``--precision`` (``auto`` as this CPU resolves it)."""
+    return _image_dtype_bytes(precision)
 
 
 def _train_clip_shape(options: TrainOptions) -> ClipShape:
@@ -453,7 +454,7 @@ def estimate_train_vqgan(config: TrainVQGANConfig, pictures: int) -> MemoryEstim
     return _estimate(parts, summary, "use a smaller --size or --batch-size, or fewer pictures")
 
 
-TRAIN_UNET_BYTES_PER_FEATURE = {"fp32": 24.0, "bf16": 20.0}
+TRAIN_UNET_BYTES_PER_FEATURE = {FLOAT32: 24.0, BFLOAT16: 20.0}
 """Per element of one picture's feature maps (:func:`~dreamcanvas.memory.shapes.unet_features_per_pixel`) during
 a training step: what autograd keeps (norms, activations, convolution outputs, attention) plus the gradients alive
 in the backward pass. Measured from the peak RSS of whole runs (``train_diffusion``, 3 steps, a sample grid and
@@ -467,7 +468,8 @@ def estimate_train_diffusion(config: TrainDiffusionConfig, pictures: int) -> Mem
     """Peak memory of ``dreamcanvas train diffusion`` on ``pictures`` pictures."""
     flags = config.flags()
     parameters = unet_parameters(flags)
-    per_picture = config.size**2 * unet_features_per_pixel(flags) * TRAIN_UNET_BYTES_PER_FEATURE[config.precision]
+    per_feature = TRAIN_UNET_BYTES_PER_FEATURE[_train_dtype_bytes(config.precision)]
+    per_picture = config.size**2 * unet_features_per_pixel(flags) * per_feature
     parts = {
         "runtime": RUNTIME_BYTES,
         "pictures": pictures * 3 * config.size**2,

@@ -40,6 +40,7 @@ from dreamcanvas.data.russian import in_languages, parse_languages
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
+from dreamcanvas.precision import PRECISIONS, concrete_precision
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
 from dreamcanvas.training.loop import epoch_batch
@@ -82,7 +83,7 @@ class TrainOptions:
     weight_decay: float = setting(0.1, low=0, high=10)
     warmup_steps: int = setting(200, low=0, high=100_000_000)
     seed: int = setting(0, low=0, high=2**63 - 1)
-    precision: str = setting("bf16", choices=("bf16", "fp32"))
+    precision: str = setting("auto", choices=PRECISIONS)
     split: str | None = None
     eval_split: str | None = "test"
     augment: bool = True
@@ -458,6 +459,7 @@ def train_clip(options: TrainOptions, resume: bool = False, on_step: Callable[[S
     ``force``.
     """
     validate(options)
+    options = replace(options, precision=concrete_precision(options.precision))
     with torch_threads(options.threads), output_folder(options.out):
         return _train(options, resume, on_step, log, force)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from dreamcanvas.files.checkpoints import load_checkpoint
 from dreamcanvas.memory.estimates import RUNTIME_BYTES
 from dreamcanvas.models.rudalle import DalleConfig, DalleModel
 from dreamcanvas.models.vqgan import VQGAN, load_vqgan, lookup
+from dreamcanvas.precision import PRECISIONS, concrete_precision
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.bpe import learn_bpe, save_bpe
@@ -111,8 +112,8 @@ class TrainDalleConfig:
     down to a tenth."""
     image_loss_weight: float = setting(7.0, low=0, high=1000)
     """Weight of the image tokens' loss against the text tokens' (ruDALL-E trained with 7)."""
-    precision: str = setting("bf16", choices=("bf16", "fp32"))
-    """bf16 autocast (CPUs with native bf16) or fp32."""
+    precision: str = setting("auto", choices=PRECISIONS)
+    """auto: bf16 autocast where the CPU has native bf16 (AMX or AVX512-BF16), fp32 elsewhere; or bf16 / fp32."""
     seed: int = setting(0, low=0, high=2**63 - 1)
     """Seeds the weights, batch order, the ё/е choice and the sample grids."""
     sample_every: int = setting(500, low=1, high=100_000_000)
@@ -417,6 +418,7 @@ def train_dalle(
 ) -> TrainDalleResult:
     """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the network, then re-raise."""
     validate(config)
+    config = replace(config, precision=concrete_precision(config.precision))
     with torch_threads(config.threads), output_folder(config.out):
         return _train(config, resume, on_step, log, force)
 

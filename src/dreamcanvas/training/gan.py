@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from dreamcanvas.models.gan import (
     initialise_dcgan,
     save_generator,
 )
+from dreamcanvas.precision import PRECISIONS, concrete_precision
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.diffaugment import diff_augment, parse_policies
@@ -78,7 +79,7 @@ class TrainGANConfig:
     batch_size: int = setting(32, low=2, high=1_000_000)
     lr: float = setting(2e-4, above=0, high=10)
     ema: float = setting(0.999, low=0, high=0.999999)
-    precision: str = setting("bf16", choices=("bf16", "fp32"))
+    precision: str = setting("auto", choices=PRECISIONS)
     seed: int = setting(0, low=0, high=2**63 - 1)
     sample_every: int = setting(500, low=1, high=100_000_000)
     checkpoint_every: int = setting(500, low=1, high=100_000_000)
@@ -275,6 +276,7 @@ def train_gan(config: TrainGANConfig, resume: bool = False, on_step: Callable[[S
     refused before any picture is decoded, unless ``force``.
     """
     validate(config)
+    config = replace(config, precision=concrete_precision(config.precision))
     with torch_threads(config.threads), output_folder(config.out):
         return _train(config, resume, on_step, log, force)
 

@@ -35,7 +35,7 @@ import copy
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from dreamcanvas import training
 from dreamcanvas.data.captions import Pair, load_pairs
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
+from dreamcanvas.precision import PRECISIONS, concrete_precision
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.clip import data_fingerprint, load_images, select_pairs
@@ -102,9 +103,10 @@ class TrainSDConfig:
     """Share of captions replaced by the empty one, which teaches classifier-free guidance."""
     seed: int = setting(0, low=0, high=2**63 - 1)
     """Seeds the UNet's weights, batch order, flips, caption dropout, timesteps, noise and the samples."""
-    precision: str = setting("fp32", choices=("bf16", "fp32"))
-    """fp32, or bf16 autocast (CPUs with AMX): it pays for real SD's 64x64 latents, not the tiny model's 8x8 ones
-    (a step of the 13 M UNet at batch 64 on two cores: 0.76 s fp32, 1.00 s bf16)."""
+    precision: str = setting("fp32", choices=PRECISIONS)
+    """fp32, bf16 autocast, or auto (bf16 where the CPU has native bf16, AMX or AVX512-BF16): bf16 pays for real
+    SD's 64x64 latents, not the tiny model's 8x8 ones (a step of the 13 M UNet at batch 64 on two cores, AMX:
+    0.76 s fp32, 1.00 s bf16)."""
     sample_every: int = setting(500, low=1, high=100_000_000)
     """Write samples/step_NNNNNN.png (8 training captions) every N steps."""
     checkpoint_every: int = setting(500, low=1, high=100_000_000)
@@ -481,6 +483,7 @@ def train_sd(config: TrainSDConfig, resume: bool = False, on_step: Callable[[Ste
              log: Callable[[str], None] = lambda message: None, force: bool = False) -> TrainSDResult:  # fmt: skip
     """Train (or with ``resume``, continue) a run; on Ctrl-C save the state and the model, then re-raise."""
     validate(config)
+    config = replace(config, precision=concrete_precision(config.precision))
     with torch_threads(config.threads), output_folder(config.out):
         return _train(config, resume, on_step, log)
 

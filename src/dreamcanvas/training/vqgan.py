@@ -33,7 +33,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
+from dreamcanvas.precision import PRECISIONS, concrete_precision
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import loop, output_folder, restore, torch_threads
 from dreamcanvas.training.loop import train_until
@@ -92,7 +93,7 @@ class TrainVQGANConfig:
     disc_layers: int = setting(3, low=1, high=16)
     restart_every: int = setting(100, low=0, high=100_000_000)
     val_fraction: float = setting(0.1, low=0, high=0.99)
-    precision: str = setting("bf16", choices=("bf16", "fp32"))
+    precision: str = setting("auto", choices=PRECISIONS)
     sample_every: int = setting(500, low=1, high=100_000_000)
     checkpoint_every: int = setting(500, low=1, high=100_000_000)
     max_minutes: float | None = setting(None, above=0, high=1e7)
@@ -467,6 +468,7 @@ def train_vqgan(config: TrainVQGANConfig, resume: bool = False, on_step: Callabl
     ``force``.
     """
     validate(config)
+    config = replace(config, precision=concrete_precision(config.precision))
     with torch_threads(config.threads), output_folder(config.out):
         return _train(config, resume, on_step, log, force)
 
