@@ -87,15 +87,18 @@ def test_a_port_folder_loads_and_draws_what_the_port_draws(small_dir):
 
 
 def test_one_row_per_layer_is_bigsleeps_input_and_equal_rows_are_the_ports_call(small_dir):
-    model = dreamcanvas.load_biggan(f"local:{small_dir}")
+    # float64: the two calls are the same arithmetic in another batch shape, and in float32 a CPU's GEMM kernels
+    # for those shapes round differently; a random small BigGAN amplifies that (one pixel of 24,576 was 2.0 apart
+    # on an AVX2 CPU, none on AMX). In float64 they agree exactly, so any real difference shows.
+    model = dreamcanvas.load_biggan(f"local:{small_dir}").double()
     rows = model.generator.conditions
     assert rows == len(SMALL.layers) + 1
-    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(3))
-    classes = torch.softmax(torch.randn(2, 10, generator=torch.Generator().manual_seed(4)), dim=-1)
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    classes = torch.softmax(torch.randn(2, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64), -1)
     with torch.no_grad():
         shared = model(z, classes, 0.5)
         per_layer = model(z[:, None].expand(2, rows, 16), classes[:, None].expand(2, rows, 10), 0.5)
-        torch.testing.assert_close(per_layer, shared, rtol=0, atol=1e-6)
+        torch.testing.assert_close(per_layer, shared, rtol=0, atol=1e-12)
         different = z[:, None].repeat(1, rows, 1)
         different[:, -1] += 1.0  # only the last block's row changes
         assert not torch.allclose(model(different, classes[:, None].expand(2, rows, 10), 0.5), shared)

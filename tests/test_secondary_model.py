@@ -78,7 +78,9 @@ def test_outputs_are_the_originals() -> None:
     x = torch.rand(reference["input_shape"], generator=torch.Generator().manual_seed(reference["input_seed"])) * 2 - 1
     with torch.no_grad():
         out = model(x, torch.tensor(reference["t"]))
-    close = {"rtol": 1e-4, "atol": 1e-5}
+    # the reference was computed in float32 on a CPU with AVX512 kernels; an AVX2 CPU's kernels round otherwise
+    # (3.8e-5 apart at most, measured), while a wrong layer, order or constant moves every value by ~1e-1
+    close = {"rtol": 1e-3, "atol": 1e-4}
     torch.testing.assert_close(F.avg_pool2d(out.v, 8), torch.tensor(reference["v_avg_pool_8"]), **close)
     for name in ("v", "pred", "eps"):
         value = getattr(out, name)

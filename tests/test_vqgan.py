@@ -669,7 +669,10 @@ def test_vqgan_clip_run_lowers_the_loss_and_resumes_exactly(tiny_dir, tmp_path, 
     assert straight.image_path.exists()
     with Image.open(straight.image_path) as picture:
         assert picture.size == (30, 20)  # rounded down to the tiny model's factor 2
-    assert np.mean(straight.losses[-4:]) < np.mean(straight.losses[:4])
+    # the loss falls on a run without zoom: each zoom moves the picture and the loss with it, and over 24 steps
+    # those jumps outweigh the fall on some CPUs (measured on AVX2: first four 1.154, last four 1.162 with zoom)
+    plain = generate(settings.replace(zoom=False), tmp_path / "plain")
+    assert np.mean(plain.losses[-6:]) < np.mean(plain.losses[:6]) - 0.01
 
     def ctrl_c(report):
         if report.step == 10:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dreamcanvas.cli.options import keyword_parameter
+from dreamcanvas.cli.options import force_option, keyword_parameter, quiet_option, resume_option
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.records import field_docs, flag_of, limits_of
 
@@ -130,3 +130,19 @@ def record_values(cls: type, values: dict[str, Any], only: Iterable[str] | None 
 def option_names(cls: type) -> set[str]:
     """The Python names of the options :func:`record_parameters` makes."""
     return {option.name for option in _options(cls)}
+
+
+def trainer_signature(cls: type, panels: dict[str, str], run_panel: str, force: bool = True) -> inspect.Signature:
+    """A trainer command's signature: ``ctx``, an option per field of its config record, then ``--resume``,
+    ``--force`` (where the trainer checks a memory estimate) and ``--quiet``."""
+
+    def flag(name: str, option: Any) -> inspect.Parameter:
+        return keyword_parameter(name, False, Annotated[bool, option])
+
+    return inspect.Signature([
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        *record_parameters(cls, panels),
+        flag("resume", resume_option(run_panel)),
+        *([flag("force", force_option(run_panel))] if force else []),
+        flag("quiet", quiet_option()),
+    ])  # fmt: skip

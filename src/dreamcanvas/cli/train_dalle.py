@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from dreamcanvas.cli import run_trainer, say, train_app, training_summary, typed_flags
-from dreamcanvas.cli.options import force_option, quiet_option, resume_option
-from dreamcanvas.cli.records import record_parameters, record_values
+from dreamcanvas.cli.records import record_values, trainer_signature
 from dreamcanvas.progress import LossesProgress
 from dreamcanvas.training.dalle import TrainDalleConfig
 
@@ -40,14 +38,5 @@ def train_dalle_command(ctx: typer.Context, **values: Any) -> None:
     )
 
 
-train_dalle_command.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-    inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-    *record_parameters(TrainDalleConfig, PANELS),
-    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=False,
-                      annotation=Annotated[bool, resume_option(RUN)]),
-    inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False,
-                      annotation=Annotated[bool, force_option(RUN)]),
-    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
-                      annotation=Annotated[bool, quiet_option()]),
-])  # fmt: skip
+train_dalle_command.__signature__ = trainer_signature(TrainDalleConfig, PANELS, RUN)  # type: ignore[attr-defined]
 train_app.command("dalle", no_args_is_help=True)(train_dalle_command)

@@ -66,25 +66,48 @@ SIZES = (16, 32, 64, 128, 256)
 class TrainGANConfig:
     """Everything that defines a training run; see ``dreamcanvas train gan --help``."""
 
-    data_dir: Path
-    out: Path
+    data_dir: Path = setting(flag="DATA_DIR")
+    """Folder of pictures (png, jpg, webp; sub-folders too), e.g. a couple of hundred of your paintings."""
+    out: Path = setting(flag="--out")
+    """Where gan_config.json + generator.safetensors (the EMA generator), samples/, metrics.json and
+    train_state.pt go."""
     size: int = setting(64, choices=SIZES)
+    """Pictures are scaled (shorter side SIZE) and centre-cropped to SIZE x SIZE: 16, 32, 64, 128 or 256."""
     architecture: str = setting("lightweight", choices=ARCHITECTURES)
+    """lightweight (skip-layer excitation, a residual spectral-norm discriminator; data-efficient) or dcgan."""
     width: int = setting(32, low=1, high=4_096)
+    """Channels at full resolution; coarser levels are wider, up to 8x."""
     z_dim: int = setting(128, low=1, high=4_096)
+    """Length of the latent vector."""
     loss: str = setting("hinge", choices=tuple(LOSSES))
+    """hinge, or the relativistic rsgan, rasgan (average) or ralsgan (average, least squares)."""
     augment: str = "color,translation,cutout"
+    """Differentiable augmentations of every picture the discriminator sees (DiffAugment): any of color,
+    translation, cutout, comma-separated; none for none."""
     augment_p: float = setting(0.3, low=0, high=1)
+    """Probability of each augmentation per picture (1 = always)."""
     steps: int = setting(10_000, low=1, high=100_000_000_000)
+    """Train until this step; with --resume, raise it to train longer."""
     batch_size: int = setting(32, low=2, high=1_000_000)
+    """Pictures per step (at least 2)."""
     lr: float = setting(2e-4, above=0, high=10)
+    """Adam's learning rate for both networks (betas 0.5, 0.99)."""
     ema: float = setting(0.999, low=0, high=0.999999)
+    """Highest rate of the moving average of the generator that is exported; it warms up as 1 - (1 + step)^(-2/3)."""
     precision: str = setting("auto", choices=PRECISIONS)
+    """auto (bf16 autocast where the CPU has native bf16, AMX or AVX512-BF16: about 2x faster; fp32 elsewhere, where
+    bf16 is emulated and about 18x slower), bf16 or fp32."""
     seed: int = setting(0, low=0, high=2**63 - 1)
+    """Seeds the weights, batch order, flips, latents, augmentations and the samples' latents."""
     sample_every: int = setting(500, low=1, high=100_000_000)
+    """Write samples/step_NNNNNN.png (16 pictures of fixed latents, from the EMA generator) every N steps."""
     checkpoint_every: int = setting(500, low=1, high=100_000_000)
+    """Save train_state.pt and the generator every N steps (and always at the end and on Ctrl-C)."""
     max_minutes: float | None = setting(None, above=0, high=1e7)
+    """Stop (resumably) after this many minutes."""
     threads: int | None = setting(None, low=1, high=4096)
+    """CPU threads (default: torch's choice); on a busy machine 1 is often faster. Resume with the same value for
+    bit-identical weights."""
 
     def model(self) -> GANConfig:
         return GANConfig(architecture=self.architecture, size=self.size, z_dim=self.z_dim, width=self.width)
