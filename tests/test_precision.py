@@ -49,3 +49,15 @@ def test_training_memory_estimates_read_auto_as_the_cpu_resolves_it(monkeypatch,
     assert estimates._train_dtype_bytes("auto") == (estimates.BFLOAT16 if fast else estimates.FLOAT32)
     assert estimates._train_dtype_bytes("fp32") == estimates.FLOAT32
     assert estimates._train_dtype_bytes("bf16") == estimates.BFLOAT16
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_trainers_autocast_follows_the_same_rule(monkeypatch, fast: bool) -> None:
+    """``auto`` reaching a training step unresolved (train sd's latent encoding asks for it) computes in bf16
+    only on a CPU with native bf16, as every other ``auto``."""
+    monkeypatch.setattr(precision, "fast_bf16_available", lambda: fast)
+    seen = {}
+    for choice in precision.PRECISIONS:
+        with precision.cpu_autocast(choice):
+            seen[choice] = torch.is_autocast_enabled("cpu")
+    assert seen == {"auto": fast, "bf16": True, "fp32": False}

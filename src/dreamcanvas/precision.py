@@ -34,6 +34,12 @@ def concrete_precision(precision: str) -> str:
     return "bf16" if resolve_precision(precision) is torch.bfloat16 else "fp32"
 
 
+def cpu_autocast(precision: str) -> torch.autocast:
+    """The trainers' bf16 autocast on the CPU, on where ``precision`` resolves to bf16 (``auto``: native bf16 only),
+    off for fp32; each network keeps its norms in fp32 inside it."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_precision(precision) is torch.bfloat16)
+
+
 def working_dtype(precision: str) -> torch.dtype:
     """``--precision`` as the dtype a method computes in: bf16 or fp32."""
     return resolve_precision(precision) or torch.float32

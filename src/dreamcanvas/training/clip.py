@@ -40,7 +40,7 @@ from dreamcanvas.data.russian import in_languages, parse_languages
 from dreamcanvas.errors import DreamcanvasError
 from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
-from dreamcanvas.precision import PRECISIONS, concrete_precision
+from dreamcanvas.precision import PRECISIONS, concrete_precision, cpu_autocast
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import load_training_state, output_folder, restore, saved_options, torch_threads
 from dreamcanvas.training.loop import epoch_batch
@@ -339,8 +339,7 @@ def contrastive_step(network: Network, images: torch.Tensor, tokens: torch.Tenso
 
     mean = torch.tensor(network.preprocess_cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(network.preprocess_cfg["std"]).view(1, 3, 1, 1)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    with autocast, sdpa_kernel([SDPBackend.MATH]):
+    with cpu_autocast(precision), sdpa_kernel([SDPBackend.MATH]):
         image_features, text_features, logit_scale = network.model((images - mean) / std, tokens)[:3]
     return ClipLoss()(image_features.float(), text_features.float(), logit_scale.float())
 

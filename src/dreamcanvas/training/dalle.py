@@ -49,12 +49,11 @@ from dreamcanvas.files.checkpoints import load_checkpoint
 from dreamcanvas.memory.estimates import RUNTIME_BYTES
 from dreamcanvas.models.rudalle import DalleConfig, DalleModel
 from dreamcanvas.models.vqgan import VQGAN, load_vqgan, lookup
-from dreamcanvas.precision import PRECISIONS, concrete_precision
+from dreamcanvas.precision import PRECISIONS, concrete_precision, cpu_autocast
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.bpe import learn_bpe, save_bpe
 from dreamcanvas.training.clip import select_pairs
-from dreamcanvas.training.diffusion import autocast
 from dreamcanvas.training.loop import StepInfo, epoch_batch, train_until
 from dreamcanvas.training.vqgan import center_crop, open_picture
 
@@ -214,7 +213,7 @@ def encode_pictures(vqgan: VQGAN, pairs: Sequence[Pair], precision: str, log: Ca
     for start in range(0, len(pairs), ENCODE_BATCH):
         chunk = [center_crop(open_picture(pair.image, size), size) for pair in pairs[start : start + ENCODE_BATCH]]
         pictures = torch.stack(chunk).float() / 127.5 - 1
-        with autocast(precision):  # the encoder in bf16 where asked; the nearest code is found in fp32
+        with cpu_autocast(precision):  # the encoder in bf16 where asked; the nearest code is found in fp32
             latent = vqgan.encode(pictures)
         codes.append(vqgan.codes(latent.float()).flatten(1))
         if start // ENCODE_BATCH % 50 == 0:
@@ -321,7 +320,7 @@ class Run:
 def train_step(run: Run, input_ids: torch.Tensor, config: TrainDalleConfig) -> dict[str, float]:
     for group in run.optimiser.param_groups:
         group["lr"] = learning_rate(config, run.step)
-    with autocast(config.precision):
+    with cpu_autocast(config.precision):
         losses = dalle_loss(run.model, input_ids, config.image_loss_weight)
     run.optimiser.zero_grad(set_to_none=True)
     losses["loss"].backward()

@@ -29,10 +29,9 @@ uninterrupted run with the same thread count.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,7 @@ from dreamcanvas.models.guided_unet import (
     UNetFlags,
     build_unet,
 )
-from dreamcanvas.precision import PRECISIONS, concrete_precision
+from dreamcanvas.precision import PRECISIONS, concrete_precision, cpu_autocast
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.ema import ema_rate, update_ema
@@ -254,13 +253,6 @@ def hybrid_loss(schedule: DiffusionSchedule, model_out: torch.Tensor, x_start: t
 
 
 # --------------------------------------------------------------------------------------------- the run
-@contextlib.contextmanager
-def autocast(precision: str) -> Iterator[None]:
-    """bf16 autocast on the CPU for ``bf16`` (the norms stay fp32 inside the UNet), nothing for ``fp32``."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        yield
-
-
 @dataclass
 class Run:
     """The network, its moving average and optimiser, and the counters that make a run resumable."""
@@ -305,7 +297,7 @@ def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, confi
     t = torch.randint(schedule.num_timesteps, (len(x_start),), generator=generator)
     noise = torch.randn(x_start.shape, generator=generator)
     x_t = q_sample(schedule, x_start, t, noise)
-    with autocast(config.precision):
+    with cpu_autocast(config.precision):
         model_out = run.model(x_t.contiguous(memory_format=torch.channels_last), t.float()).float()
     mse, vb = hybrid_loss(schedule, model_out, x_start, x_t, t, noise)
     loss = (mse + vb).mean()
@@ -328,7 +320,7 @@ def draw_samples(model: GuidedUNet, size: int, count: int, seed: int, precision:
     model.eval()
 
     def unet(x_t: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        with autocast(precision):
+        with cpu_autocast(precision):
             return model(x_t, times).float()
 
     for index in sampling_timesteps(schedule):

@@ -44,11 +44,11 @@ from dreamcanvas.models.gan import (
     initialise_dcgan,
     save_generator,
 )
-from dreamcanvas.precision import PRECISIONS, concrete_precision
+from dreamcanvas.precision import PRECISIONS, concrete_precision, cpu_autocast
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import output_folder, restore, torch_threads
 from dreamcanvas.training.diffaugment import diff_augment, parse_policies
-from dreamcanvas.training.diffusion import autocast, load_pictures
+from dreamcanvas.training.diffusion import load_pictures
 from dreamcanvas.training.ema import ema_rate, update_ema
 from dreamcanvas.training.gan_losses import LOSSES, discriminator_loss, generator_loss
 from dreamcanvas.training.loop import StepInfo, train_until
@@ -207,12 +207,12 @@ def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, confi
         return diff_augment(x, policies, p, generator) if policies and p > 0 else x
 
     def judge(x: torch.Tensor) -> torch.Tensor:
-        with autocast(config.precision):
+        with cpu_autocast(config.precision):
             return run.discriminator(x).float()
 
     def draw() -> torch.Tensor:
         z = torch.randn(batch, config.z_dim, generator=generator)
-        with autocast(config.precision):
+        with cpu_autocast(config.precision):
             return run.generator(z).float()
 
     real_seen = augmented(real)

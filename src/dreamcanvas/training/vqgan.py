@@ -49,7 +49,7 @@ from dreamcanvas.files import atomic
 from dreamcanvas.files.pictures import open_rgb
 from dreamcanvas.models.discriminator import NLayerDiscriminator, min_size
 from dreamcanvas.models.vqgan import VQGAN, VQGANConfig, lookup, nearest_codes, save_vqgan, taming_config
-from dreamcanvas.precision import PRECISIONS, concrete_precision
+from dreamcanvas.precision import PRECISIONS, concrete_precision, cpu_autocast
 from dreamcanvas.records import check_record, setting
 from dreamcanvas.training import loop, output_folder, restore, torch_threads
 from dreamcanvas.training.loop import train_until
@@ -329,7 +329,7 @@ def train_step(run: Run, images: torch.Tensor, config: TrainVQGANConfig) -> tupl
     """
     model, disc = run.model, run.disc
     use_gan = run.step >= config.disc_start
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    autocast = cpu_autocast(config.precision)
     x = images * 2 - 1
     with autocast:
         latent = model.encode(x).float()
