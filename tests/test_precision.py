@@ -46,9 +46,9 @@ def test_every_trainer_accepts_auto_and_defaults_to_it_unless_bf16_was_measured_
 @pytest.mark.parametrize("fast", [False, True])
 def test_training_memory_estimates_read_auto_as_the_cpu_resolves_it(monkeypatch, fast: bool) -> None:
     monkeypatch.setattr(estimates, "_cpu_has_fast_bf16", lambda: fast)
-    assert estimates._train_dtype_bytes("auto") == (estimates.BFLOAT16 if fast else estimates.FLOAT32)
-    assert estimates._train_dtype_bytes("fp32") == estimates.FLOAT32
-    assert estimates._train_dtype_bytes("bf16") == estimates.BFLOAT16
+    assert estimates._dtype_bytes("auto") == (estimates.BFLOAT16 if fast else estimates.FLOAT32)
+    assert estimates._dtype_bytes("fp32") == estimates.FLOAT32
+    assert estimates._dtype_bytes("bf16") == estimates.BFLOAT16
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -213,8 +213,9 @@ def _cpu_has_fast_bf16() -> bool:
     return bool({"amx_tile", "avx512_bf16"} & set(flags.split()))
 
 
-def _image_dtype_bytes(precision: str) -> int:
-    """Bytes per element of CLIP's image tower and the VQGAN decoder under ``--precision``."""
+def _dtype_bytes(precision: str) -> int:
+    """Bytes per element a method computes in under ``--precision`` (``auto`` as this CPU resolves it): CLIP's
+    image tower and the VQGAN decoder of ``generate``, a trainer's activations."""
     if precision == "bf16" or (precision == "auto" and _cpu_has_fast_bf16()):
         return BFLOAT16
     return FLOAT32
@@ -282,7 +283,7 @@ def estimate_generate(settings: GenerateSettings) -> MemoryEstimate:
     """Peak memory of ``dreamcanvas generate`` with these settings; never raises for odd model names."""
     width, height = _number(settings.width, 1), _number(settings.height, 1)
     cutn = _number(settings.cutn, 1)
-    dtype_bytes = _image_dtype_bytes(str(settings.precision))
+    dtype_bytes = _dtype_bytes(str(settings.precision))
     specs = list(settings.clip_models) or [DEFAULT_CLIP]  # or the smaller bundled guide offline: see VIT_B_32
     generator = str(settings.generator)
     vqgan = vqgan_shape(settings.vqgan_model) if generator == "vqgan" else None
@@ -368,11 +369,6 @@ def estimate_style(largest: tuple[int, int], optimizer: str, lbfgs_history: int,
 
 
 # ---------------------------------------------------------------------------------------------- trainers
-def _train_dtype_bytes(precision: str) -> int:
-    """Bytes per activation of a trainer's ``--precision`` (``auto`` as this CPU resolves it)."""
-    return _image_dtype_bytes(precision)
-
-
 def _train_clip_shape(options: TrainOptions) -> ClipShape:
     if options.init:
         return clip_shape(options.init)
@@ -398,7 +394,7 @@ def estimate_train_clip(options: TrainOptions, pictures: int) -> MemoryEstimate:
     """Peak memory of ``dreamcanvas train clip`` on ``pictures`` captioned pictures (pairs)."""
     pictures = max(_number(pictures, 0), 0)
     batch = _number(options.batch_size, 1)
-    dtype_bytes = _train_dtype_bytes(str(options.precision))
+    dtype_bytes = _dtype_bytes(str(options.precision))
     shape = _train_clip_shape(options)
     size, text = shape.image_size, shape.text
     context = _number(text.get("context_length"), 77)
@@ -446,7 +442,7 @@ def estimate_train_vqgan(config: TrainVQGANConfig, pictures: int) -> MemoryEstim
         "runtime": RUNTIME_BYTES,
         "pictures": pictures * 3 * pixels * TRAIN_VQGAN_ASPECT,
         "model and optimiser": parameters * TRAIN_BYTES_PER_PARAMETER,
-        "batch": batch * pixels * features * TRAIN_VQGAN_BYTES_PER_FEATURE[_train_dtype_bytes(str(config.precision))],
+        "batch": batch * pixels * features * TRAIN_VQGAN_BYTES_PER_FEATURE[_dtype_bytes(str(config.precision))],
         "reconstructions": reconstructed * pixels * full_size_width * FLOAT32 * TRAIN_VQGAN_EVAL_MAPS
         + held_out * 3 * pixels * FLOAT32 * 4,  # the held-out views, their reconstructions and errors
     }
@@ -468,7 +464,7 @@ def estimate_train_diffusion(config: TrainDiffusionConfig, pictures: int) -> Mem
     """Peak memory of ``dreamcanvas train diffusion`` on ``pictures`` pictures."""
     flags = config.flags()
     parameters = unet_parameters(flags)
-    per_feature = TRAIN_UNET_BYTES_PER_FEATURE[_train_dtype_bytes(config.precision)]
+    per_feature = TRAIN_UNET_BYTES_PER_FEATURE[_dtype_bytes(config.precision)]
     per_picture = config.size**2 * unet_features_per_pixel(flags) * per_feature
     parts = {
         "runtime": RUNTIME_BYTES,
@@ -553,7 +549,7 @@ def _sd_weights_bytes(spec: str, dtype_bytes: int) -> float:
 def estimate_sd(settings: Any) -> MemoryEstimate:
     """Peak memory of ``dreamcanvas sd``: runtime, the weights in the working dtype, and the decoder's activations
     for the batch (UNet inference without gradients stays well below the decode at every size measured)."""
-    dtype_bytes = _image_dtype_bytes(settings.precision)
+    dtype_bytes = _dtype_bytes(settings.precision)
     pixels = settings.width * settings.height
     channels = TAESD_CHANNELS if settings.decoder == "taesd" else SD_VAE_LAST_CHANNELS
     weights = _sd_weights_bytes(settings.model, dtype_bytes)
