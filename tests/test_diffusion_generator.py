@@ -86,6 +86,24 @@ def test_guidance_raises_clip_similarity_against_no_guidance(tiny_clip_spec, unt
     assert similarity_to_prompt(guided, steered.image_path) > similarity_to_prompt(guided, plain.image_path) + 0.025
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_a_model_that_predicts_the_clean_picture_is_read_as_one(tiny_clip_spec, tiny_unet_file, tmp_path, sampler):
+    """The same weights with ``"predict_xstart": true`` in model_flags.json: the generator reads their output as
+    the clean picture (guided-diffusion's START_X), in the guidance and in the step, so the picture changes."""
+    xstart = tmp_path / "xstart"
+    xstart.mkdir()
+    (xstart / "model.pt").write_bytes(tiny_unet_file.read_bytes())
+    (xstart / FLAGS_FILE).write_text(json.dumps({**TINY_FLAGS.to_dict(), "predict_xstart": True}))
+    as_noise = diffusion_settings(tiny_clip_spec, tiny_unet_file, sampler=sampler, iterations=4, save_every=4)
+    as_xstart = as_noise.replace(diffusion_model=f"local:{xstart / 'model.pt'}")
+    generator = DiffusionGenerator.from_settings(as_xstart)
+    assert generator.unet.predict_xstart
+    read_as_noise = pixels(generate(as_noise, tmp_path / "noise").image_path)
+    read_as_xstart = pixels(generate(as_xstart, tmp_path / "clean").image_path)
+    assert not (read_as_noise == read_as_xstart).all()
+    assert (pixels(generate(as_xstart, tmp_path / "again").image_path) == read_as_xstart).all()
+
+
 def test_stop_then_resume_equals_a_straight_run(tiny_clip_spec, tiny_unet_file, tmp_path):
     settings = diffusion_settings(tiny_clip_spec, tiny_unet_file, sampler="ddpm", iterations=8, save_every=2)
     straight = generate(settings, tmp_path / "straight")

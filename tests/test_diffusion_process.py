@@ -246,6 +246,42 @@ def test_prediction_is_epsilon_parameterised(base: DiffusionSchedule, model: Tin
         model_output_to_prediction(base, out[:, :5], x, t)
 
 
+def test_a_clean_image_prediction_reads_as_the_step_its_noise_gives(base: DiffusionSchedule) -> None:
+    """guided-diffusion's ``predict_xstart``: the true clean image as output means the same reverse step as the
+    true noise read the usual way; clamping acts on the output itself."""
+    g = torch.Generator().manual_seed(4)
+    x0, noise = torch.rand(2, 3, 8, 8, generator=g) * 2.4 - 1.2, torch.randn(2, 3, 8, 8, generator=g)
+    var_values = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    t = torch.tensor([10, 900])
+    x_t = q_sample(base, x0, t, noise)
+    as_xstart = model_output_to_prediction(base, torch.cat([x0, var_values], 1), x_t, t, clip_denoised=False,
+                                           predict_xstart=True)  # fmt: skip
+    as_eps = model_output_to_prediction(base, torch.cat([noise, var_values], 1), x_t, t, clip_denoised=False)
+    assert torch.equal(as_xstart.pred_xstart, x0)
+    for name in ("mean", "variance", "pred_xstart", "eps"):
+        torch.testing.assert_close(getattr(as_xstart, name), getattr(as_eps, name), rtol=1e-4, atol=2e-4)
+    clipped = model_output_to_prediction(base, torch.cat([x0, var_values], 1), x_t, t, predict_xstart=True)
+    assert torch.equal(clipped.pred_xstart, x0.clamp(-1, 1))
+
+
+def test_guidance_through_a_clean_image_prediction_skips_one_over_sqrt_alpha_bar(base: DiffusionSchedule) -> None:
+    """A model whose first output channels copy its input: ``d pred_xstart / d x_t`` is 1 when they are the clean
+    image, and ``(1 - sqrt(1 - alpha_bar)) / sqrt(alpha_bar)`` (3.9 at step 900) when they are read as noise."""
+
+    def copy_input(x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+    def loss_fn(x_in: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
+        return pred_xstart.sum()
+
+    x, t = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([900])
+    through_xstart = guided_gradient(base, loss_fn, x, t, copy_input, predict_xstart=True).grad
+    torch.testing.assert_close(through_xstart, torch.full_like(x, -1.0))
+    ac = base.alphas_cumprod[900].item()
+    through_eps = guided_gradient(base, loss_fn, x, t, copy_input).grad
+    torch.testing.assert_close(through_eps, torch.full_like(x, -(1 - math.sqrt(1 - ac)) / math.sqrt(ac)))
+
+
 def test_schedule_moves_between_devices_without_losing_float64(base: DiffusionSchedule) -> None:
     moved = base.to("cpu")
     assert moved.alphas_cumprod.dtype == torch.float64 and moved.original_num_steps == 1000

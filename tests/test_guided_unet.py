@@ -240,6 +240,19 @@ def test_state_dict_with_flags_file_round_trips(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x, steps), saved(x, steps), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("value, predicts_xstart", [(None, False), (False, False), (True, True), ("yes", None)])
+def test_the_process_flag_predict_xstart_is_read_from_the_flags_file(tmp_path: Path, value, predicts_xstart) -> None:
+    path, _ = save_tiny(tmp_path)
+    flags = {**TINY_FLAGS, "diffusion_steps": 1000} | ({} if value is None else {"predict_xstart": value})
+    (tmp_path / FLAGS_FILE).write_text(json.dumps(flags))
+    if predicts_xstart is None:
+        with pytest.raises(DreamcanvasError, match="predict_xstart must be true or false") as error:
+            load_unet(path)
+        assert "\n" not in str(error.value)
+    else:
+        assert load_unet(path).predict_xstart is predicts_xstart
+
+
 def test_state_dict_without_flags_loads_by_inference(tmp_path: Path) -> None:
     path, saved = save_tiny(tmp_path, with_flags=False)
     with pytest.warns(DreamcanvasWarning, match=FLAGS_FILE):

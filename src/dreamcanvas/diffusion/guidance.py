@@ -74,17 +74,20 @@ def guided_gradient(
     model: Model,
     *,
     clip_denoised: bool = False,
+    predict_xstart: bool = False,
 ) -> Guided:
     """One model forward with ``x_t`` requiring grad, one backward of ``loss_fn`` to it; returns ``-grad``.
 
     The loss sees ``blend_for_clip(pred_xstart, x_t, alpha_bar)`` and ``pred_xstart`` (unclamped unless
     ``clip_denoised``: clamping would cut the gradient of out-of-range pixels). Only ``x_t`` gets a gradient:
     the model's parameters are left untouched. Pass ``model_out`` and ``grad`` to ``ddim_step``/``ddpm_step``.
+    ``predict_xstart``: the model outputs the clean image (see ``sampling.model_output_to_prediction``).
     """
     with torch.enable_grad():
         x = x_t.detach().requires_grad_()
         model_out = model(x, rescale_timesteps(schedule, t))
-        pred_xstart = model_output_to_prediction(schedule, model_out, x, t, clip_denoised).pred_xstart
+        pred = model_output_to_prediction(schedule, model_out, x, t, clip_denoised, predict_xstart)
+        pred_xstart = pred.pred_xstart
         alpha_bar = schedule.alphas_cumprod[t.to(schedule.alphas_cumprod.device)]
         loss = loss_fn(blend_for_clip(pred_xstart, x, alpha_bar), pred_xstart)
         (grad,) = torch.autograd.grad(loss, x)

@@ -20,7 +20,8 @@ import torch
 from .schedule import DiffusionSchedule, rescale_timesteps
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``model(x, times) -> (N, 2C, H, W)``: epsilon in the first C channels, the variance interpolation in the rest."""
+"""``model(x, times) -> (N, 2C, H, W)``: epsilon in the first C channels (the clean image instead for a model
+trained with guided-diffusion's ``predict_xstart``), the variance interpolation in the rest."""
 
 
 class Prediction(NamedTuple):
@@ -31,7 +32,7 @@ class Prediction(NamedTuple):
     log_variance: torch.Tensor
     pred_xstart: torch.Tensor
     eps: torch.Tensor
-    """The model's raw epsilon (with ``clip_denoised`` it no longer matches ``pred_xstart``)."""
+    """The model's epsilon, before ``clip_denoised`` (after it, it no longer matches ``pred_xstart``)."""
 
 
 class StepOutput(NamedTuple):
@@ -108,18 +109,23 @@ def model_output_to_prediction(
     x_t: torch.Tensor,
     t: torch.Tensor,
     clip_denoised: bool = True,
+    predict_xstart: bool = False,
 ) -> Prediction:
     """Read an epsilon + learned-range-variance output (OpenAI's ImageNet models) as the reverse step.
 
-    ``clip_denoised`` clamps the implied clean image to [-1, 1] before the mean is formed from it; the CLIP
-    guidance notebooks turn it off.
+    ``predict_xstart``: the first channels are the clean image itself (guided-diffusion's ``START_X`` models);
+    its gradient then reaches ``x_t`` without passing through ``1 / sqrt(alpha_bar)``. ``clip_denoised``
+    clamps the clean image to [-1, 1] before the mean is formed from it; the CLIP guidance notebooks turn it off.
     """
     channels = x_t.shape[1]
     if model_out.shape != (x_t.shape[0], 2 * channels, *x_t.shape[2:]):
         raise ValueError(f"model output {tuple(model_out.shape)} is not twice the channels of x {tuple(x_t.shape)}")
-    eps, var_values = torch.split(model_out, channels, dim=1)
+    first, var_values = torch.split(model_out, channels, dim=1)
     log_variance = learned_range_log_variance(schedule, var_values, t)
-    pred_xstart = predict_xstart_from_eps(schedule, x_t, t, eps)
+    if predict_xstart:
+        pred_xstart, eps = first, predict_eps_from_xstart(schedule, x_t, t, first)
+    else:
+        pred_xstart, eps = predict_xstart_from_eps(schedule, x_t, t, first), first
     if clip_denoised:
         pred_xstart = pred_xstart.clamp(-1, 1)
     mean = q_posterior_mean(schedule, pred_xstart, x_t, t)
@@ -171,6 +177,7 @@ def ddpm_step(
     *,
     grad: torch.Tensor | None = None,
     clip_denoised: bool = True,
+    predict_xstart: bool = False,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
 ) -> StepOutput:
@@ -180,7 +187,7 @@ def ddpm_step(
     ``variance * grad`` (Sohl-Dickstein et al.'s conditioning).
     """
     x_t = x_t.detach()
-    pred = model_output_to_prediction(schedule, model_out.detach(), x_t, t, clip_denoised)
+    pred = model_output_to_prediction(schedule, model_out.detach(), x_t, t, clip_denoised, predict_xstart)
     noise = _step_noise(x_t, generator, noise)
     mean = pred.mean
     if grad is not None:
@@ -205,6 +212,7 @@ def ddim_step(
     eta: float = 0.0,
     grad: torch.Tensor | None = None,
     clip_denoised: bool = True,
+    predict_xstart: bool = False,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
 ) -> StepOutput:
@@ -215,7 +223,7 @@ def ddim_step(
     unguided one, as in Crowson's with-grad sampler.
     """
     x_t = x_t.detach()
-    pred = model_output_to_prediction(schedule, model_out.detach(), x_t, t, clip_denoised)
+    pred = model_output_to_prediction(schedule, model_out.detach(), x_t, t, clip_denoised, predict_xstart)
     pred_xstart = pred.pred_xstart if grad is None else condition_score(schedule, pred.pred_xstart, x_t, t, grad)
     eps = predict_eps_from_xstart(schedule, x_t, t, pred_xstart)
     alpha_bar_prev = extract(schedule.alphas_cumprod_prev, t, x_t.shape)

@@ -217,6 +217,7 @@ class DiffusionGenerator(SamplingGenerator):
     def sample_step(self, loss: Callable[[torch.Tensor], torch.Tensor], step: int) -> torch.Tensor:
         s = self.settings
         t = timestep_batch(self.timesteps[step], 1)
+        xstart = self.unet.predict_xstart
         seen: list[torch.Tensor] = []
 
         def guidance(x_in: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
@@ -233,15 +234,15 @@ class DiffusionGenerator(SamplingGenerator):
             unet_out = denoise(self.schedule, self.model, self.x, t)
             model_out, grad, _ = secondary_gradient(self.schedule, guidance, self.x, t, unet_out, self.secondary)
         else:
-            model_out, grad, _ = guided_gradient(self.schedule, guidance, self.x, t, self.model)
+            model_out, grad, _ = guided_gradient(self.schedule, guidance, self.x, t, self.model, predict_xstart=xstart)
         if grad is not None:
             grad = clamp_gradient(grad, s.clamp_max)
         noise = torch.randn_like(self.x)  # drawn every step, used or not: the RNG advances the same way always
-        clip = s.clip_denoised
+        read = {"clip_denoised": s.clip_denoised, "predict_xstart": xstart, "noise": noise}
         if s.sampler == "ddim":
-            out = ddim_step(self.schedule, model_out, self.x, t, eta=s.eta, grad=grad, clip_denoised=clip, noise=noise)
+            out = ddim_step(self.schedule, model_out, self.x, t, eta=s.eta, grad=grad, **read)
         else:
-            out = ddpm_step(self.schedule, model_out, self.x, t, grad=grad, clip_denoised=clip, noise=noise)
+            out = ddpm_step(self.schedule, model_out, self.x, t, grad=grad, **read)
         last = step == len(self.timesteps) - 1
         self.x.copy_(out.sample)
         self.preview.copy_(out.sample if last else out.pred_xstart)

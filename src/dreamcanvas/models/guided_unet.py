@@ -411,11 +411,17 @@ class EmbeddingSequential(nn.Sequential):
 
 class GuidedUNet(nn.Module):
     """guided-diffusion's ``UNetModel``: ``forward(x, timesteps, y=None)`` predicts the noise (and, with
-    ``learn_sigma``, 3 more channels that interpolate the variance) for images ``x`` in [-1, 1]."""
+    ``learn_sigma``, 3 more channels that interpolate the variance) for images ``x`` in [-1, 1].
 
-    def __init__(self, flags: UNetFlags) -> None:
+    ``predict_xstart`` says the first channels are the clean image instead: guided-diffusion's process flag of
+    that name, which changes what a trained network means, not its layers; :func:`load_unet` sets it from
+    :data:`FLAGS_FILE`.
+    """
+
+    def __init__(self, flags: UNetFlags, predict_xstart: bool = False) -> None:
         super().__init__()
         self.flags = flags
+        self.predict_xstart = predict_xstart
         base = flags.num_channels
         emb_channels = 4 * base
         widths = flags.level_widths()
@@ -501,9 +507,9 @@ class GuidedUNet(nn.Module):
         return self.out(h).to(x.dtype)
 
 
-def build_unet(flags: UNetFlags) -> GuidedUNet:
+def build_unet(flags: UNetFlags, predict_xstart: bool = False) -> GuidedUNet:
     """A freshly initialised network; build it under ``torch.device("meta")`` to skip the allocation."""
-    return GuidedUNet(flags)
+    return GuidedUNet(flags, predict_xstart)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -640,32 +646,47 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def read_flags_file(path: Path) -> UNetFlags:
-    """:class:`UNetFlags` from a JSON object with the original's flag names."""
+def _read_flags_json(path: Path) -> dict[str, Any]:
     try:
         flags = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DreamcanvasError(f"cannot read {path}: {_first_line(error)}") from None
     if not isinstance(flags, dict):
         raise DreamcanvasError(f"{path} should hold a JSON object of guided-diffusion flags")
+    return flags
+
+
+def read_flags_file(path: Path) -> UNetFlags:
+    """:class:`UNetFlags` from a JSON object with the original's flag names."""
     try:
-        return UNetFlags.from_dict(flags)
+        return UNetFlags.from_dict(_read_flags_json(path))
     except DreamcanvasError as error:
         raise DreamcanvasError(f"{path}: {error}") from None
+
+
+def read_predict_xstart(path: Path) -> bool:
+    """The process flag ``predict_xstart`` of a flags file (False when absent, as guided-diffusion's default)."""
+    value = _read_flags_json(path).get("predict_xstart", False)
+    if not isinstance(value, bool):
+        raise DreamcanvasError(f"{path}: guided-diffusion flag predict_xstart must be true or false, not {value!r}")
+    return value
 
 
 def load_unet(path: str | Path, flags: UNetFlags | None = None) -> GuidedUNet:
     """The network of a released (or our own) guided-diffusion state dict, in float32 and eval mode.
 
     Flags come from the argument, else :data:`FLAGS_FILE` beside the weights, else :func:`infer_flags` (with a
-    warning when the guess is not a known model's). The weights are loaded with ``strict=True`` into a network
-    built on the meta device, so a 2 GB checkpoint is not allocated twice.
+    warning when the guess is not a known model's); the network's ``predict_xstart`` from that file too. The weights
+    are loaded with ``strict=True`` into a network built on the meta device, so a 2 GB checkpoint is not allocated
+    twice.
     """
     path = Path(path)
     state_dict = read_state_dict(path)
+    flags_file = path.with_name(FLAGS_FILE)
+    predict_xstart = read_predict_xstart(flags_file) if flags_file.is_file() else False
     if flags is not None:
         source = "the given flags"
-    elif (flags_file := path.with_name(FLAGS_FILE)).is_file():
+    elif flags_file.is_file():
         flags, source = read_flags_file(flags_file), f"the flags in {flags_file}"
     else:
         try:
@@ -682,7 +703,7 @@ def load_unet(path: str | Path, flags: UNetFlags | None = None) -> GuidedUNet:
                 stacklevel=2,
             )
     with torch.device("meta"):
-        model = build_unet(flags)
+        model = build_unet(flags, predict_xstart)
     misfit = describe_misfit(state_dict, {key: value.shape for key, value in model.state_dict().items()})
     if misfit:
         raise DreamcanvasError(f"diffusion model {path} does not fit the guided-diffusion UNet of {source}: {misfit}")

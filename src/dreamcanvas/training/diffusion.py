@@ -10,6 +10,8 @@ original's ``TrainLoop`` with ``learn_sigma=True``, scaled down for a laptop:
   noise is detached inside it), in bits per dimension: ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))``,
   or at ``t = 0`` the negative log-likelihood of the 8-bit picture under a discretised Gaussian. The
   original's weighting (``vb * num_timesteps / 1000``) is 1 for 1000 steps.
+* **The noise or, with ``--predict-xstart``, the clean picture** as the MSE's target (the original's
+  ``predict_xstart`` flag, ``START_X``).
 * **Uniform timesteps.** The original's default sampler; the loss-aware importance sampler of improved DDPM
   helps only the pure-``L_vlb`` objective.
 * **EMA of the weights, warmed up, exported.** ``model.pt`` holds the moving average, as the released files do,
@@ -106,6 +108,10 @@ class TrainDiffusionConfig:
     """Feature-map sizes (px) whose levels get self-attention, e.g. 16,8; empty: only the middle block."""
     num_head_channels: int = setting(32, low=1, high=4_096)
     """Channels per attention head (must divide each attended width)."""
+    predict_xstart: bool = False
+    """Learn the clean picture instead of the noise (guided-diffusion's predict_xstart flag, kept in
+    model_flags.json): CLIP's gradient then reaches the noisy picture without the 1/sqrt(alpha_bar) (up to 150)
+    that amplifies a small model's errors, so guidance needs no tight --clamp-max; samples are softer."""
     steps: int = setting(10_000, low=1, high=100_000_000_000)
     """Train until this step; with --resume, raise it to train longer."""
     batch_size: int = setting(8, low=1, high=1_000_000)
@@ -234,16 +240,19 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 
 
 def hybrid_loss(schedule: DiffusionSchedule, model_out: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor,
-                t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Per sample: (MSE of the predicted noise, ``L_vlb`` term of step ``t`` in bits/dim for the variance).
+                t: torch.Tensor, noise: torch.Tensor,
+                predict_xstart: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Per sample: (MSE of the prediction, ``L_vlb`` term of step ``t`` in bits/dim for the variance).
 
-    The bound sees the predicted noise detached, so only the variance channels learn from it.
+    The prediction is the noise, or with ``predict_xstart`` the clean picture (the original's ``START_X``
+    target). The bound sees it detached, so only the variance channels learn from the bound.
     """
     channels = x_start.shape[1]
-    eps, var_values = torch.split(model_out, channels, dim=1)
-    mse = (noise - eps).pow(2).mean(dim=(1, 2, 3))
-    frozen = torch.cat([eps.detach(), var_values], dim=1)
-    predicted = model_output_to_prediction(schedule, frozen, x_t, t, clip_denoised=False)
+    first, var_values = torch.split(model_out, channels, dim=1)
+    mse = ((x_start if predict_xstart else noise) - first).pow(2).mean(dim=(1, 2, 3))
+    frozen = torch.cat([first.detach(), var_values], dim=1)
+    predicted = model_output_to_prediction(schedule, frozen, x_t, t, clip_denoised=False,
+                                           predict_xstart=predict_xstart)  # fmt: skip
     true_mean = q_posterior_mean(schedule, x_start, x_t, t)
     true_log_variance = extract(schedule.posterior_log_variance_clipped, t, x_t.shape)
     kl = normal_kl(true_mean, true_log_variance, predicted.mean, predicted.log_variance).mean(dim=(1, 2, 3))
@@ -269,7 +278,7 @@ class Run:
         with torch.random.fork_rng(devices=[]):  # the weights from the seed, the caller's RNG untouched
             torch.manual_seed(config.seed)
             # channels_last: 1.4x faster training steps on a CPU (oneDNN's convolutions and norms), same weights
-            model = build_unet(config.flags()).train().to(memory_format=torch.channels_last)
+            model = build_unet(config.flags(), config.predict_xstart).train().to(memory_format=torch.channels_last)
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
         return cls(model, ema, opt)
@@ -299,7 +308,7 @@ def train_step(run: Run, images: torch.Tensor, generator: torch.Generator, confi
     x_t = q_sample(schedule, x_start, t, noise)
     with cpu_autocast(config.precision):
         model_out = run.model(x_t.contiguous(memory_format=torch.channels_last), t.float()).float()
-    mse, vb = hybrid_loss(schedule, model_out, x_start, x_t, t, noise)
+    mse, vb = hybrid_loss(schedule, model_out, x_start, x_t, t, noise, config.predict_xstart)
     loss = (mse + vb).mean()
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -325,7 +334,8 @@ def draw_samples(model: GuidedUNet, size: int, count: int, seed: int, precision:
 
     for index in sampling_timesteps(schedule):
         t = timestep_batch(index, count)
-        x = ddim_step(schedule, denoise(schedule, unet, x, t), x, t, eta=0.0, clip_denoised=True).sample
+        out = denoise(schedule, unet, x, t)
+        x = ddim_step(schedule, out, x, t, eta=0.0, clip_denoised=True, predict_xstart=model.predict_xstart).sample
     model.train(was_training)
     return ((x + 1) / 2).clamp(0, 1)
 
@@ -343,11 +353,11 @@ def sample_path(out: Path, step: int) -> Path:
 
 def model_flags(config: TrainDiffusionConfig) -> dict[str, Any]:
     """``model_flags.json``: guided-diffusion's names for the network (channel_mult written out) and for the
-    process it was trained with (the loaders read the first, ignore the second)."""
+    process it was trained with (the loaders read the first and ``predict_xstart``, and ignore the rest)."""
     flags = config.flags()
     flags = replace(flags, channel_mult=flags.channel_multipliers()).to_dict()
     return {**flags, "diffusion_steps": TRAINED_STEPS, "noise_schedule": "linear", "timestep_respacing": "",
-            "use_kl": False, "predict_xstart": False, "rescale_timesteps": True,
+            "use_kl": False, "predict_xstart": config.predict_xstart, "rescale_timesteps": True,
             "rescale_learned_sigmas": True}  # fmt: skip
 
 
@@ -390,7 +400,7 @@ def fixed_noise_loss(model: GuidedUNet, images: torch.Tensor, seed: int, batch_s
     out = torch.cat([model(x_t[i : i + batch_size], t[i : i + batch_size].float())
                      for i in range(0, count, batch_size)])  # fmt: skip
     model.train(was_training)
-    mse, vb = hybrid_loss(schedule, out, x_start, x_t, t, noise)
+    mse, vb = hybrid_loss(schedule, out, x_start, x_t, t, noise, model.predict_xstart)
     return {"mse": round(mse.mean().item(), 5), "vb": round(vb.mean().item(), 5)}
 
 
