@@ -86,8 +86,7 @@ def guided_gradient(
     with torch.enable_grad():
         x = x_t.detach().requires_grad_()
         model_out = model(x, rescale_timesteps(schedule, t))
-        pred = model_output_to_prediction(schedule, model_out, x, t, clip_denoised, predict_xstart)
-        pred_xstart = pred.pred_xstart
+        pred_xstart = model_output_to_prediction(schedule, model_out, x, t, clip_denoised, predict_xstart).pred_xstart
         alpha_bar = schedule.alphas_cumprod[t.to(schedule.alphas_cumprod.device)]
         loss = loss_fn(blend_for_clip(pred_xstart, x, alpha_bar), pred_xstart)
         (grad,) = torch.autograd.grad(loss, x)

@@ -656,17 +656,17 @@ def _read_flags_json(path: Path) -> dict[str, Any]:
     return flags
 
 
-def read_flags_file(path: Path) -> UNetFlags:
-    """:class:`UNetFlags` from a JSON object with the original's flag names."""
+def _network_flags(flags: dict[str, Any], path: Path) -> UNetFlags:
+    """:class:`UNetFlags` from a flags file's object with the original's flag names."""
     try:
-        return UNetFlags.from_dict(_read_flags_json(path))
+        return UNetFlags.from_dict(flags)
     except DreamcanvasError as error:
         raise DreamcanvasError(f"{path}: {error}") from None
 
 
-def read_predict_xstart(path: Path) -> bool:
-    """The process flag ``predict_xstart`` of a flags file (False when absent, as guided-diffusion's default)."""
-    value = _read_flags_json(path).get("predict_xstart", False)
+def _predict_xstart(flags: dict[str, Any], path: Path) -> bool:
+    """The process flag ``predict_xstart`` (False when absent, as guided-diffusion's default)."""
+    value = flags.get("predict_xstart", False)
     if not isinstance(value, bool):
         raise DreamcanvasError(f"{path}: guided-diffusion flag predict_xstart must be true or false, not {value!r}")
     return value
@@ -683,11 +683,12 @@ def load_unet(path: str | Path, flags: UNetFlags | None = None) -> GuidedUNet:
     path = Path(path)
     state_dict = read_state_dict(path)
     flags_file = path.with_name(FLAGS_FILE)
-    predict_xstart = read_predict_xstart(flags_file) if flags_file.is_file() else False
+    file_flags = _read_flags_json(flags_file) if flags_file.is_file() else None
+    predict_xstart = _predict_xstart(file_flags, flags_file) if file_flags is not None else False
     if flags is not None:
         source = "the given flags"
-    elif flags_file.is_file():
-        flags, source = read_flags_file(flags_file), f"the flags in {flags_file}"
+    elif file_flags is not None:
+        flags, source = _network_flags(file_flags, flags_file), f"the flags in {flags_file}"
     else:
         try:
             flags = infer_flags(state_dict)
